@@ -1,0 +1,158 @@
+"""`etam-mobile`: track, export, benchmark, download, demo.
+
+Known bad input ends in one line `error: <problem>; <fix>` and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .configs import OFFICIAL_CONFIGS
+
+EXIT_BAD_INPUT = 2
+
+
+def _user_errors():
+    from .runtime.frames import FrameError
+    from .runtime.tracker import PromptError
+
+    errors = [CheckpointError, FrameError, PromptError, FileExistsError, FileNotFoundError]
+    try:
+        from .runtime.exported import ArtifactError
+
+        errors.append(ArtifactError)
+    except ImportError:
+        pass
+    try:
+        from etam_export import ExportError
+
+        errors.append(ExportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _config(name: str):
+    from .configs import get_config
+
+    try:
+        return get_config(name)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def build_backend(args):
+    """The backend a command asked for: eager from a config/checkpoint, or exported artifacts."""
+    from .checkpoint import load_model
+    from .runtime.backends import EagerBackend
+
+    backend_name = getattr(args, "backend", "eager")
+    if backend_name == "eager":
+        if not args.config:
+            raise CheckpointError("--config is required with --backend eager (e.g. --config efficienttam_ti_512x512)")
+        model, _ = load_model(_config(args.config), args.checkpoint, seed=args.seed)
+        return EagerBackend(model, threads=args.threads)
+    from .runtime.exported import open_backend
+
+    if not getattr(args, "artifacts", None):
+        raise CheckpointError(f"--backend {backend_name} needs --artifacts EXPORT_DIR (made by `etam-mobile export`)")
+    return open_backend(backend_name, args.artifacts, config=args.config, checkpoint=args.checkpoint)
+
+
+def cmd_track(args) -> int:
+    from .runtime.pipeline import track_video
+
+    backend = build_backend(args)
+    summary = track_video(
+        backend, args.frames, args.prompts, args.out, save_logits=args.save_logits,
+        overlay=args.overlay, trace=args.trace, quiet=args.quiet,
+    )
+    print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
+    return 0
+
+
+def cmd_configs(args) -> int:
+    from .configs import OFFICIAL_CONFIGS as cfgs
+
+    for name, c in cfgs.items():
+        print(f"{name:26s} ViT dim {c.embed_dim:3d}, heads {c.num_heads}, image {c.image_size}, memory cross-attention {c.cross_attn}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .checkpoint import download_checkpoint
+
+    path = download_checkpoint(args.name, Path(args.dir), quiet=args.quiet)
+    print(f"saved and verified {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quiet=args.quiet, export=not args.no_export)
+    return 0
+
+
+def _add_model_args(p, backend_choices=("eager", "executorch", "onnx", "coreml")):
+    p.add_argument("--config", help=f"official config name: {', '.join(OFFICIAL_CONFIGS)}")
+    p.add_argument("--checkpoint", help="official .pt checkpoint (default: synthetic weights, outputs meaningless)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights when no checkpoint is given")
+    p.add_argument("--backend", default="eager", choices=backend_choices)
+    p.add_argument("--artifacts", help="export folder with manifest.json (for exported backends)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="etam-mobile", description=__doc__.splitlines()[0])
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("track", help="track objects through a video from a prompt file")
+    _add_model_args(p)
+    p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered) or a video file")
+    p.add_argument("--prompts", required=True, help="PROMPTS.json (see README)")
+    p.add_argument("--out", required=True, help="output folder (masks/*.png, logits.npz, overlay.gif)")
+    p.add_argument("--save-logits", action="store_true", help="write OUT/logits.npz at frame resolution")
+    p.add_argument("--overlay", action="store_true", help="write OUT/overlay.gif with coloured masks")
+    p.add_argument("--trace", help="write a conformance trace JSON (see etam_mobile/runtime/TRACE.md)")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("configs", help="list the official configs")
+    p.set_defaults(func=cmd_configs)
+
+    p = sub.add_parser("download", help="download and verify an official checkpoint")
+    p.add_argument("name", help="official config name, e.g. efficienttam_ti_512x512")
+    p.add_argument("--dir", default="checkpoints", help="where to save it (default: ./checkpoints)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("demo", help="make the built-in clip, track it, export the demo model")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--no-export", action="store_true", help="skip exporting the demo model")
+    p.set_defaults(func=cmd_demo)
+
+    for extra in ("etam_export.cli", "etam_mobile.bench"):
+        try:
+            module = __import__(extra, fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub, _add_model_args)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written to the output folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Stage contracts: the one place that names every stage, its ordered inputs and outputs,
+their shapes and dtypes, and the capacities of the padded inputs.
+
+The model wrappers, the exporters, the example-input builders, the runtime and the
+manifest all read this module; nothing else hard-codes a stage shape.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .configs import ModelConfig
+
+STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+# Added to attention logits of invalid slots. Large enough that exp() underflows to 0
+# in fp32 and fp16, small enough to stay finite in fp16 (max 65504): no NaNs even when
+# every slot is masked.
+MASK_BIAS = -1.0e4
+
+# Upstream's score for "no object here" written into masks when the object score <= 0.
+NO_OBJ_SCORE = -1024.0
+
+NUM_MASK_TOKENS = 4  # SAM decoder: 1 single-mask token + 3 multimask tokens
+
+
+@dataclass(frozen=True)
+class Capacities:
+    """Fixed slot counts of the padded graph inputs.
+
+    points: prompt points per decoder call (a box is 2 points; upstream adds 1 pad point
+      when there is no box), padded with label -1.
+    cond_frames: conditioning frames the memory attention can see at once. Upstream has no
+      limit; past this, the closest-frame rule picks which ones (see runtime/memory_bank.py).
+    The recent-frame slots (num_maskmem - 1) and object-pointer slots
+    (cond_frames + max_obj_ptrs_in_encoder - 1) follow from the config.
+    """
+
+    points: int = 8
+    cond_frames: int = 2
+
+    def memory_slots(self, cfg: ModelConfig) -> int:
+        return self.cond_frames + cfg.num_maskmem - 1
+
+    def ptr_slots(self, cfg: ModelConfig) -> int:
+        return self.cond_frames + cfg.max_obj_ptrs_in_encoder - 1
+
+    def to_dict(self, cfg: ModelConfig) -> dict:
+        d = asdict(self)
+        d["memory_slots"] = self.memory_slots(cfg)
+        d["ptr_slots"] = self.ptr_slots(cfg)
+        d["recent_frames"] = cfg.num_maskmem - 1
+        return d
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple
+    dtype: torch.dtype
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": str(self.dtype).replace("torch.", "")}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    inputs: tuple
+    outputs: tuple
+
+    def to_dict(self) -> dict:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+
+def stage_specs(cfg: ModelConfig, caps: Capacities) -> dict[str, StageSpec]:
+    """Ordered I/O of every stage for a config and capacities (batch is always 1)."""
+    f32, i32 = torch.float32, torch.int32
+    S, h, C, M = cfg.image_size, cfg.feat_size, cfg.d_model, cfg.mem_dim
+    lr = cfg.low_res_size
+    K, P, N = caps.memory_slots(cfg), caps.ptr_slots(cfg), caps.points
+    T = NUM_MASK_TOKENS
+    specs = [
+        StageSpec(
+            "image_encoder",
+            (TensorSpec("image", (1, 3, S, S), f32),),
+            (TensorSpec("feats", (1, C, h, h), f32),),
+        ),
+        StageSpec(
+            "memory_attention",
+            (
+                TensorSpec("feats", (1, C, h, h), f32),
+                TensorSpec("mem_feats", (K, M, h, h), f32),
+                TensorSpec("mem_tpos", (K,), i32),
+                TensorSpec("mem_valid", (K,), f32),
+                TensorSpec("obj_ptrs", (P, C), f32),
+                TensorSpec("ptr_valid", (P,), f32),
+            ),
+            (TensorSpec("cond_feats", (1, C, h, h), f32),),
+        ),
+        StageSpec(
+            "mask_decoder",
+            (
+                TensorSpec("cond_feats", (1, C, h, h), f32),
+                TensorSpec("points", (1, N, 2), f32),
+                TensorSpec("labels", (1, N), i32),
+                TensorSpec("mask_input", (1, 1, lr, lr), f32),
+                TensorSpec("has_mask_input", (1,), f32),
+            ),
+            (
+                TensorSpec("masks", (1, T, lr, lr), f32),
+                TensorSpec("iou", (1, T), f32),
+                TensorSpec("obj_ptr", (1, T, C), f32),
+                TensorSpec("obj_score", (1, 1), f32),
+            ),
+        ),
+        StageSpec(
+            "memory_encoder",
+            (
+                TensorSpec("feats", (1, C, h, h), f32),
+                TensorSpec("mask", (1, 1, lr, lr), f32),
+                TensorSpec("binarize", (1,), f32),
+            ),
+            (TensorSpec("mem_feats", (1, M, h, h), f32),),
+        ),
+    ]
+    return {s.name: s for s in specs}

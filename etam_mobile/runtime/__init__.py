@@ -1,0 +1,1 @@
+"""The reference runtime: memory bank, decisions, tracker state machine and stage backends."""

@@ -1,0 +1,215 @@
+"""The tracker state machine: upstream video-predictor semantics over any stage backend.
+
+One object per bank, objects independent of each other (as upstream's per-object
+inference). A backend only runs stages (`backend.run(stage, inputs) -> outputs`, numpy
+in and out); every decision — which memories, which mask, when a frame is a
+conditioning frame — is made here, the same for eager PyTorch and every exported format.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..contracts import Capacities
+from .decisions import apply_object_score, build_prompt, choose_mask
+from .memory_bank import FrameMemory, ObjectBank, round_to_bf16, select_memory
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be applied (outside the frame, unknown frame, bad labels...)."""
+
+
+@dataclass
+class FrameTrace:
+    """One conformance-trace record: what was decided for one object on one frame."""
+
+    frame: int
+    obj_id: int
+    kind: str  # "prompt" (decoder run on clicks/box) or "track" (propagation)
+    is_init_cond: bool
+    selection: dict
+    num_points: int
+    multimask: bool
+    mask_index: int
+    ptr_index: int
+    iou: list
+    stability: float
+    obj_score: float
+    mask_area: int  # pixels > 0 in the chosen low-res mask
+    mask_sum: float  # sum of the chosen low-res logits, clipped to [-32, 32]
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Tracker:
+    """Track any number of objects through a video of `num_frames` frames of size `video_hw`.
+
+    `frame_loader(i)` returns the model input (1, 3, S, S) float32 for frame i.
+    Use `add_prompt` (any frame, any object, corrections included), then `propagate()`.
+    """
+
+    def __init__(self, backend, num_frames: int, video_hw: tuple, frame_loader, trace: list | None = None):
+        self.backend = backend
+        self.cfg = backend.cfg
+        self.caps: Capacities = backend.capacities
+        self.num_frames = num_frames
+        self.video_hw = video_hw
+        self.frame_loader = frame_loader
+        self.objects: dict[int, ObjectBank] = {}
+        self.trace = trace
+        self._feat_cache: dict[int, np.ndarray] = {}
+
+    # ---- stages ---------------------------------------------------------------
+    def _features(self, frame_idx: int) -> np.ndarray:
+        feats = self._feat_cache.get(frame_idx)
+        if feats is None:
+            (feats,) = self.backend.run("image_encoder", [self.frame_loader(frame_idx)])
+            self._feat_cache[frame_idx] = feats
+        return feats
+
+    def _forget_features(self, keep: set) -> None:
+        for t in [t for t in self._feat_cache if t not in keep]:
+            del self._feat_cache[t]
+
+    def _pending_frames(self) -> set:
+        return {t for bank in self.objects.values() for t in bank.pending}
+
+    def _condition(self, bank: ObjectBank, frame_idx: int, feats: np.ndarray, is_init_cond: bool):
+        cfg = self.cfg
+        if is_init_cond:
+            sel = select_memory(frame_idx, [], [], self.num_frames, cfg, self.caps)
+        else:
+            sel = select_memory(frame_idx, list(bank.cond), bank.non_cond.keys(), self.num_frames, cfg, self.caps)
+        K, P = self.caps.memory_slots(cfg), self.caps.ptr_slots(cfg)
+        h = cfg.feat_size
+        arrays = bank.gather(sel, (K, P), ((cfg.mem_dim, h, h), cfg.d_model))
+        (cond_feats,) = self.backend.run("memory_attention", [feats, *arrays])
+        return cond_feats, sel
+
+    def _decode(self, cond_feats, points, labels, num_points, mask_input):
+        lr = self.cfg.low_res_size
+        has = np.array([0.0 if mask_input is None else 1.0], np.float32)
+        mask = np.zeros((1, 1, lr, lr), np.float32) if mask_input is None else mask_input.reshape(1, 1, lr, lr)
+        masks, iou, ptrs, score = self.backend.run("mask_decoder", [cond_feats, points, labels, mask, has])
+        choice = choose_mask(masks[0], iou[0], num_points, self.cfg)
+        obj_score = float(score.reshape(-1)[0])
+        low_res = apply_object_score(masks[0, choice.mask_index], obj_score)
+        mem = FrameMemory(low_res=low_res, obj_ptr=ptrs[0, choice.ptr_index].copy(), obj_score=obj_score)
+        return mem, choice, iou[0]
+
+    def _encode_memory(self, mem: FrameMemory, feats: np.ndarray, binarize: bool) -> None:
+        lr = self.cfg.low_res_size
+        flag = np.array([1.0 if binarize else 0.0], np.float32)
+        (mf,) = self.backend.run("memory_encoder", [feats, mem.low_res.reshape(1, 1, lr, lr), flag])
+        mem.mem_feats = round_to_bf16(mf[0])
+
+    def _record(self, frame_idx, bank, kind, is_init, sel, num_points, choice, iou, mem):
+        if self.trace is None:
+            return
+        self.trace.append(
+            FrameTrace(
+                frame=frame_idx,
+                obj_id=bank.obj_id,
+                kind=kind,
+                is_init_cond=is_init,
+                selection=sel.to_dict(),
+                num_points=num_points,
+                multimask=choice.multimask,
+                mask_index=choice.mask_index,
+                ptr_index=choice.ptr_index,
+                iou=[float(v) for v in iou],
+                stability=choice.stability,
+                obj_score=mem.obj_score,
+                mask_area=int(np.count_nonzero(mem.low_res > 0)),
+                mask_sum=float(np.clip(mem.low_res, -32, 32).astype(np.float64).sum()),
+            ).to_dict()
+        )
+
+    # ---- public API -------------------------------------------------------------
+    def add_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None) -> np.ndarray:
+        """Clicks and/or a box for one object on one frame (upstream add_new_points_or_box,
+        clear_old_points=True). Returns that object's low-res mask logits on the frame."""
+        self._check_prompt(frame_idx, points, labels, box)
+        bank = self.objects.setdefault(obj_id, ObjectBank(obj_id))
+        is_init = frame_idx not in bank.tracked
+        prev = bank.lookup(frame_idx)
+        mask_input = None if prev is None else np.clip(prev.low_res, -32.0, 32.0)
+        pts, labs, num_points = build_prompt(
+            points, labels, box, self.video_hw, self.cfg.image_size, self.backend.point_capacity
+        )
+        feats = self._features(frame_idx)
+        cond_feats, sel = self._condition(bank, frame_idx, feats, is_init)
+        mem, choice, iou = self._decode(cond_feats, pts, labs, num_points, mask_input)
+        # A frame seen for the first time becomes a conditioning frame; a correction on an
+        # already tracked frame stays non-conditioning (upstream add_all_frames_to_correct_as_cond=False).
+        bank.pending[frame_idx] = (mem, is_init)
+        self._record(frame_idx, bank, "prompt", is_init, sel, num_points, choice, iou, mem)
+        return mem.low_res
+
+    def _preflight(self) -> None:
+        """Encode the memories of prompted frames (binarized masks) and file them in the bank."""
+        if not self.objects:
+            raise PromptError("no prompts were given for any object; add a prompt first")
+        for bank in self.objects.values():
+            for frame_idx, (mem, is_cond) in bank.pending.items():
+                self._encode_memory(mem, self._features(frame_idx), binarize=True)
+                (bank.cond if is_cond else bank.non_cond)[frame_idx] = mem
+            bank.pending.clear()
+            for t in bank.cond:
+                bank.non_cond.pop(t, None)
+        self._forget_features(set())
+
+    def propagate(self, start: int | None = None):
+        """Track forward from the earliest conditioning frame (or `start`) to the last frame.
+
+        Yields (frame_idx, obj_ids, low_res) with low_res (objects, lr, lr) mask logits.
+        """
+        self._preflight()
+        obj_ids = list(self.objects)
+        if start is None:
+            start = min(t for bank in self.objects.values() for t in bank.cond)
+        for frame_idx in range(start, self.num_frames):
+            feats = None
+            out = []
+            for bank in self.objects.values():
+                if frame_idx in bank.cond:
+                    mem = bank.cond[frame_idx]
+                else:
+                    if feats is None:
+                        feats = self._features(frame_idx)
+                    cond_feats, sel = self._condition(bank, frame_idx, feats, is_init_cond=False)
+                    pts, labs, _ = build_prompt(
+                        None, None, None, self.video_hw, self.cfg.image_size, self.backend.point_capacity
+                    )
+                    mem, choice, iou = self._decode(cond_feats, pts, labs, 0, None)
+                    self._encode_memory(mem, feats, binarize=False)
+                    bank.non_cond[frame_idx] = mem
+                    self._record(frame_idx, bank, "track", False, sel, 0, choice, iou, mem)
+                bank.tracked.add(frame_idx)
+                bank.prune(frame_idx, self.cfg)
+                out.append(mem.low_res)
+            self._forget_features(set())
+            yield frame_idx, obj_ids, np.stack(out)
+
+    # ---- validation -------------------------------------------------------------
+    def _check_prompt(self, frame_idx, points, labels, box) -> None:
+        h, w = self.video_hw
+        if not 0 <= frame_idx < self.num_frames:
+            raise PromptError(f"prompt on frame {frame_idx}, but the video has frames 0..{self.num_frames - 1}")
+        if points is None and box is None:
+            raise PromptError(f"prompt on frame {frame_idx} has neither points nor a box")
+        if (points is None) != (labels is None) or (points is not None and len(points) != len(labels)):
+            raise PromptError(f"prompt on frame {frame_idx}: points and labels must have the same length")
+        for p, lab in zip(points or [], labels or []):
+            if lab not in (0, 1):
+                raise PromptError(f"prompt on frame {frame_idx}: label {lab!r} must be 1 (positive) or 0 (negative)")
+            if not (0 <= p[0] <= w and 0 <= p[1] <= h):
+                raise PromptError(f"prompt on frame {frame_idx}: point {list(p)} is outside the {w}x{h} frame")
+        if box is not None:
+            x0, y0, x1, y1 = box
+            if x1 < x0 or y1 < y0:
+                raise PromptError(f"prompt on frame {frame_idx}: box {list(box)} needs x0 <= x1 and y0 <= y1")
+            if not (0 <= x0 <= w and 0 <= x1 <= w and 0 <= y0 <= h and 0 <= y1 <= h):
+                raise PromptError(f"prompt on frame {frame_idx}: box {list(box)} is outside the {w}x{h} frame")
