@@ -144,6 +144,14 @@ def load_model(cfg: ModelConfig, checkpoint: str | Path | None = None, seed: int
             )
     else:
         path = Path(checkpoint)
+        named = path.name.split(".")[0]
+        if named in OFFICIAL_CONFIGS and named != cfg.name:
+            # Configs of one family share every key and shape, so the official file name is
+            # the only evidence of a mix-up (e.g. a pooled-attention checkpoint run as plain).
+            raise CheckpointError(
+                f"checkpoint {path.name} is the official file for {named}, not {cfg.name}; "
+                f"pass --config {named} (or rename the file if it really is a {cfg.name} checkpoint)"
+            )
         state = _read_state_dict(path)
         check_layout(state, key_layout(cfg, model), cfg.name, f"checkpoint {path}")
         info = {"checkpoint_sha256": file_sha256(path), "checkpoint": path.name}

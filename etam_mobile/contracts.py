@@ -22,6 +22,11 @@ MASK_BIAS = -1.0e4
 # Upstream's score for "no object here" written into masks when the object score <= 0.
 NO_OBJ_SCORE = -1024.0
 
+# Prompt labels: 0 negative click, 1 positive click, 2/3 box corners, -1 upstream's
+# not-a-point token (a real token), EMPTY_LABEL an unused slot masked inside the graph.
+NOT_A_POINT_LABEL = -1
+EMPTY_LABEL = -2
+
 NUM_MASK_TOKENS = 4  # SAM decoder: 1 single-mask token + 3 multimask tokens
 
 
@@ -29,8 +34,9 @@ NUM_MASK_TOKENS = 4  # SAM decoder: 1 single-mask token + 3 multimask tokens
 class Capacities:
     """Fixed slot counts of the padded graph inputs.
 
-    points: prompt points per decoder call (a box is 2 points; upstream adds 1 pad point
-      when there is no box), padded with label -1.
+    points: prompt tokens per decoder call: clicks and box corners (a box is 2 points) plus
+      upstream's not-a-point tokens (label -1: one after a prompt, two when tracking), the
+      rest empty slots labelled EMPTY_LABEL.
     cond_frames: conditioning frames the memory attention can see at once. Upstream has no
       limit; past this, the closest-frame rule picks which ones (see runtime/memory_bank.py).
     The recent-frame slots (num_maskmem - 1) and object-pointer slots

@@ -104,9 +104,12 @@ def test_mask_choice_rules():
 
 def test_prompt_building_orders_box_first_and_pads():
     pts, labs, n = build_prompt([[10, 20]], [0], [0, 0, 320, 240], (240, 320), 512, 6)
-    assert n == 3 and labs.tolist() == [[2, 3, 0, -1, -1, -1]]
+    assert n == 3 and labs.tolist() == [[2, 3, 0, -1, -2, -2]]
     np.testing.assert_allclose(pts[0, :3], [[0, 0], [512, 512], [16, 512 * 20 / 240]], rtol=1e-6)
     pts, labs, n = build_prompt([[1, 1]], [1], None, (240, 320), 512, None)
     assert labs.tolist() == [[1, -1]]
+    # Tracking without clicks: upstream feeds a dummy (0, 0) point labelled -1 plus its pad.
+    pts, labs, n = build_prompt(None, None, None, (240, 320), 512, 4)
+    assert n == 0 and labs.tolist() == [[-1, -1, -2, -2]] and not pts.any()
     with pytest.raises(ValueError, match="at most 1"):
         build_prompt([[1, 1], [2, 2]], [1, 1], None, (240, 320), 512, 2)

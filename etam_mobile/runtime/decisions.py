@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..configs import ModelConfig
-from ..contracts import NO_OBJ_SCORE
+from ..contracts import EMPTY_LABEL, NO_OBJ_SCORE, NOT_A_POINT_LABEL
 
-PAD_LABEL = -1
 BOX_LABELS = (2, 3)
 
 
@@ -55,9 +54,11 @@ def apply_object_score(mask: np.ndarray, obj_score: float) -> np.ndarray:
 
 
 def build_prompt(points, labels, box, video_hw: tuple, image_size: int, capacity: int | None):
-    """Prompt points in model-input pixels, upstream order: box corners (labels 2, 3) first,
-    then clicks, then the one pad point (label -1) the prompt encoder always appends.
-    With a fixed `capacity`, pad further with label -1 (masked inside the graph)."""
+    """Prompt tokens in model-input pixels, in upstream order: box corners (labels 2, 3) first,
+    then clicks, then the not-a-point token(s) upstream feeds (label -1 at (0, 0)): one after
+    a prompt, two when tracking without clicks (a dummy point plus the appended pad). With a
+    fixed `capacity`, the remaining slots are EMPTY_LABEL (masked inside the graph).
+    Returns (points (1, n, 2), labels (1, n), number of clicks + box corners)."""
     h, w = video_hw
     pts, labs = [], []
     if box is not None:
@@ -68,14 +69,16 @@ def build_prompt(points, labels, box, video_hw: tuple, image_size: int, capacity
         labs.append(int(lab))
     num_points = len(pts)
     coords = (np.asarray(pts, np.float32).reshape(-1, 2) / np.array([w, h], np.float32)) * image_size
-    n = num_points + 1 if capacity is None else capacity
-    if num_points + 1 > n:
+    num_tokens = num_points + (1 if num_points else 2)
+    n = num_tokens if capacity is None else capacity
+    if num_tokens > n:
         raise ValueError(
             f"prompt has {num_points} points (a box counts 2) but the exported graph takes at most "
             f"{n - 1}; re-export with a larger point capacity"
         )
     out_pts = np.zeros((1, n, 2), np.float32)
-    out_labels = np.full((1, n), PAD_LABEL, np.int32)
+    out_labels = np.full((1, n), EMPTY_LABEL, np.int32)
     out_pts[0, :num_points] = coords
     out_labels[0, :num_points] = labs
+    out_labels[0, num_points:num_tokens] = NOT_A_POINT_LABEL
     return out_pts, out_labels, num_points

@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "upstream_parity"
+CASE = FIXTURES / "ti512_two_objects"
+
+
+@pytest.fixture(scope="session")
+def parity_case():
+    case = json.loads((CASE / "case.json").read_text())
+    golden = np.load(CASE / "golden.npz")
+    return case, {k: golden[k] for k in golden.files}
+
+
+@pytest.fixture(scope="session")
+def ti512_model():
+    """efficienttam_ti_512x512 on the fixture's synthetic weights (seed 5)."""
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import get_config
+
+    model, _ = load_model(get_config("efficienttam_ti_512x512"), None, seed=5, quiet=True)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import tiny_test_config
+
+    model, _ = load_model(tiny_test_config(), None, seed=0, quiet=True)
+    return model
