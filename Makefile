@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow clean
+.PHONY: install native-deps demo test test-slow traces clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/etam-mobile demo --out demo_out
 
-test: $(STAMP)
+# Kotlin tracker-core tests (android_demo/) compile with Debian's kotlinc 1.3 + JUnit 4.
+native-deps:
+	@command -v kotlinc >/dev/null && test -f /usr/share/java/junit4.jar || \
+	  (apt-get install -y -q kotlin junit4 || (apt-get update -q && apt-get install -y -q kotlin junit4) || \
+	   sudo apt-get install -y -q kotlin junit4 || \
+	   echo "WARNING: could not install kotlin/junit4; the Kotlin tracker-core tests will be skipped")
+
+test: $(STAMP) native-deps
 	$(BIN)/python -m pytest
+
+# Regenerate the conformance traces the Swift and Kotlin tests replay.
+traces: $(STAMP)
+	$(BIN)/python scripts/make_traces.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

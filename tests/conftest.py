@@ -3,6 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# The tests run small graphs; one intra-op thread avoids thread hand-off overhead that
+# dominates them on a 2-core machine (and keeps runs stable when the machine is shared).
+torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream_parity"
 CASE = FIXTURES / "ti512_two_objects"

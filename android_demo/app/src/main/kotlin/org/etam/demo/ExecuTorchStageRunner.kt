@@ -1,0 +1,112 @@
+package org.etam.demo
+
+import etam.mobile.core.DecoderOutput
+import etam.mobile.core.Manifest
+import etam.mobile.core.StageRunner
+import etam.mobile.core.TensorSpec
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
+import java.io.File
+import java.nio.FloatBuffer
+import java.nio.IntBuffer
+
+/** A model that cannot be loaded or run on this phone; the message is shown in the UI. */
+class ModelException(message: String) : RuntimeException(message)
+
+/**
+ * The four stages as ExecuTorch programs (.pte, XNNPACK delegate). Each module is loaded once;
+ * each input tensor wraps a direct buffer allocated once from the manifest's shapes and
+ * refilled per call.
+ */
+class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: String = "executorch") : StageRunner {
+    private class Stage(val name: String, val module: Module, specs: List<TensorSpec>) {
+        val buffers = specs.map { s ->
+            if (s.dtype == "int32") Tensor.allocateIntBuffer(s.count) else Tensor.allocateFloatBuffer(s.count)
+        }
+        val inputs: Array<EValue> = specs.mapIndexed { i, s ->
+            val shape = LongArray(s.shape.size) { s.shape[it].toLong() }
+            val b = buffers[i]
+            EValue.from(if (b is IntBuffer) Tensor.fromBlob(b, shape) else Tensor.fromBlob(b as FloatBuffer, shape))
+        }.toTypedArray()
+
+        fun setFloat(i: Int, values: FloatArray) {
+            val b = buffers[i] as FloatBuffer
+            b.rewind()
+            b.put(values)
+        }
+
+        fun setInt(i: Int, values: IntArray) {
+            val b = buffers[i] as IntBuffer
+            b.rewind()
+            b.put(values)
+        }
+
+        fun run(): Array<EValue> = try {
+            module.forward(*inputs)
+        } catch (t: Throwable) {
+            throw ModelException("$name failed on this phone (${t.message}); re-export the folder with the executorch version this app uses")
+        }
+    }
+
+    private val stages: Map<String, Stage>
+
+    init {
+        val loaded = LinkedHashMap<String, Stage>()
+        for (name in Manifest.STAGES) {
+            val file = File(folder, manifest.artifact(name, target))
+            if (!file.isFile) throw ModelException("${file.name} is missing from ${folder.path}; copy the whole export folder again")
+            val module = try {
+                Module.load(file.absolutePath)
+            } catch (t: Throwable) {
+                throw ModelException("${file.name} could not be loaded (${t.message}); it needs a $target runtime matching the exporter")
+            }
+            loaded[name] = Stage(name, module, manifest.stage(name).inputs)
+        }
+        stages = loaded
+    }
+
+    private fun stage(name: String) = stages.getValue(name)
+
+    override fun imageEncoder(image: FloatArray): FloatArray {
+        val s = stage("image_encoder")
+        s.setFloat(0, image)
+        return s.run()[0].toTensor().dataAsFloatArray
+    }
+
+    override fun memoryAttention(feats: FloatArray, memFeats: FloatArray, memTpos: IntArray, memValid: FloatArray,
+                                 objPtrs: FloatArray, ptrValid: FloatArray): FloatArray {
+        val s = stage("memory_attention")
+        s.setFloat(0, feats)
+        s.setFloat(1, memFeats)
+        s.setInt(2, memTpos)
+        s.setFloat(3, memValid)
+        s.setFloat(4, objPtrs)
+        s.setFloat(5, ptrValid)
+        return s.run()[0].toTensor().dataAsFloatArray
+    }
+
+    override fun maskDecoder(condFeats: FloatArray, points: FloatArray, labels: IntArray, maskInput: FloatArray, hasMaskInput: Float): DecoderOutput {
+        val s = stage("mask_decoder")
+        s.setFloat(0, condFeats)
+        s.setFloat(1, points)
+        s.setInt(2, labels)
+        s.setFloat(3, maskInput)
+        s.setFloat(4, floatArrayOf(hasMaskInput))
+        val out = s.run()
+        return DecoderOutput(out[0].toTensor().dataAsFloatArray, out[1].toTensor().dataAsFloatArray,
+            out[2].toTensor().dataAsFloatArray, out[3].toTensor().dataAsFloatArray[0])
+    }
+
+    override fun memoryEncoder(feats: FloatArray, mask: FloatArray, binarize: Float): FloatArray {
+        val s = stage("memory_encoder")
+        s.setFloat(0, feats)
+        s.setFloat(1, mask)
+        s.setFloat(2, floatArrayOf(binarize))
+        return s.run()[0].toTensor().dataAsFloatArray
+    }
+
+    fun close() {
+        for (s in stages.values) s.module.destroy()
+    }
+}

@@ -1,0 +1,389 @@
+package org.etam.demo
+
+import android.Manifest as AndroidManifest
+import android.content.pm.PackageManager
+import android.graphics.Bitmap
+import android.graphics.Color
+import android.net.Uri
+import android.os.Bundle
+import android.os.Handler
+import android.os.Looper
+import android.widget.Button
+import android.widget.RadioGroup
+import android.widget.SeekBar
+import android.widget.TextView
+import androidx.activity.result.contract.ActivityResultContracts
+import androidx.appcompat.app.AppCompatActivity
+import androidx.camera.core.CameraSelector
+import androidx.camera.core.ImageAnalysis
+import androidx.camera.core.Preview
+import androidx.camera.lifecycle.ProcessCameraProvider
+import androidx.camera.view.PreviewView
+import androidx.core.content.ContextCompat
+import etam.mobile.core.FrameResult
+import etam.mobile.core.ManifestException
+import etam.mobile.core.PostProcess
+import etam.mobile.core.Prompt
+import etam.mobile.core.PromptException
+import etam.mobile.core.Tracker
+import java.util.concurrent.Executors
+
+/**
+ * Open a video or the camera, tap points / drag a box on any frame for several objects, track,
+ * and see coloured overlays. Every failure (missing or wrong export folder, model that does not
+ * load, tap outside the frame, too many objects) becomes a red message in the status line.
+ */
+class MainActivity : AppCompatActivity(), OverlayView.Listener {
+    companion object {
+        const val MAX_OBJECTS = 4
+        const val BENCH_FRAMES = 50
+        const val BENCH_WARMUP = 5
+    }
+
+    private val worker = Executors.newSingleThreadExecutor()
+    private val main = Handler(Looper.getMainLooper())
+    private lateinit var overlay: OverlayView
+    private lateinit var status: TextView
+    private lateinit var seek: SeekBar
+    private lateinit var preview: PreviewView
+
+    private var models: ModelStore.Loaded? = null
+    private var runner: ExecuTorchStageRunner? = null
+    private var video: VideoFrameSource? = null
+    private var tracker: Tracker? = null
+    private var preprocessor: BitmapPreprocessor? = null
+    private var currentFrame = 0
+    private var currentObject = 1
+    private var cameraMode = false
+    private var cameraFrame: Bitmap? = null
+    private var cameraIndex = 0
+    private var cameraTracking = false
+    private var needsBegin = true
+
+    /** Clicks and box of the object being prompted on the current frame (re-sent together). */
+    private val clicks = ArrayList<FloatArray>()
+    private val clickLabels = ArrayList<Int>()
+    private var box: FloatArray? = null
+
+    /** Per frame: quantized low-res logits (objects x lr x lr), enough to redraw any frame. */
+    private val results = HashMap<Int, Pair<IntArray, ByteArray>>()
+
+    private val pickVideo = registerForActivityResult(ActivityResultContracts.OpenDocument()) { uri: Uri? ->
+        if (uri != null) openVideo(uri)
+    }
+
+    private val cameraPermission = registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
+        if (granted) startCamera() else error("camera permission denied; allow it in the system settings to track live")
+    }
+
+    override fun onCreate(savedInstanceState: Bundle?) {
+        super.onCreate(savedInstanceState)
+        setContentView(R.layout.activity_main)
+        overlay = findViewById(R.id.overlay)
+        status = findViewById(R.id.status)
+        seek = findViewById(R.id.seek)
+        preview = findViewById(R.id.preview)
+        overlay.listener = this
+        findViewById<RadioGroup>(R.id.mode).setOnCheckedChangeListener { _, id -> overlay.boxMode = id == R.id.mode_box }
+        findViewById<Button>(R.id.open_video).setOnClickListener { pickVideo.launch(arrayOf("video/*")) }
+        findViewById<Button>(R.id.camera).setOnClickListener { openCamera() }
+        findViewById<Button>(R.id.new_object).setOnClickListener { newObject() }
+        findViewById<Button>(R.id.track).setOnClickListener { trackVideo() }
+        findViewById<Button>(R.id.clear).setOnClickListener { clearAll() }
+        findViewById<Button>(R.id.benchmark).setOnClickListener { benchmark() }
+        seek.setOnSeekBarChangeListener(object : SeekBar.OnSeekBarChangeListener {
+            override fun onProgressChanged(bar: SeekBar, progress: Int, fromUser: Boolean) {
+                if (fromUser) showFrame(progress)
+            }
+            override fun onStartTrackingTouch(bar: SeekBar) {}
+            override fun onStopTrackingTouch(bar: SeekBar) {}
+        })
+        info("loading models from ${ModelStore.folder(this).path} ...")
+        worker.execute { loadModels() }
+    }
+
+    override fun onDestroy() {
+        super.onDestroy()
+        worker.shutdownNow()
+        video?.close()
+        runner?.close()
+    }
+
+    // ---- status line -------------------------------------------------------------
+    private fun info(msg: String) = main.post {
+        status.setTextColor(Color.LTGRAY)
+        status.text = msg
+    }
+
+    private fun error(msg: String) = main.post {
+        status.setTextColor(Color.rgb(255, 90, 90))
+        status.text = msg
+    }
+
+    /** Runs `block` on the worker; any failure becomes a message, never a crash. */
+    private fun background(block: () -> Unit) = worker.execute {
+        try {
+            block()
+        } catch (e: PromptException) {
+            error(e.message ?: "invalid prompt")
+        } catch (e: ManifestException) {
+            error(e.message ?: "unusable export folder")
+        } catch (e: ModelException) {
+            error(e.message ?: "model failure")
+        } catch (e: IllegalArgumentException) {
+            error(e.message ?: "invalid input")
+        } catch (e: OutOfMemoryError) {
+            error("out of memory: use a shorter or smaller video, or a smaller model config")
+        } catch (e: RuntimeException) {
+            error("unexpected error: ${e.message}")
+        }
+    }
+
+    private fun loadModels() {
+        try {
+            val loaded = ModelStore.open(this)
+            runner = ExecuTorchStageRunner(loaded.folder, loaded.manifest)
+            models = loaded
+            preprocessor = BitmapPreprocessor(loaded.manifest)
+            info("${loaded.manifest.config} (${loaded.manifest.precision}, ${loaded.manifest.weightsDescription}) ready; open a video or the camera")
+        } catch (e: ManifestException) {
+            error(e.message ?: "unusable export folder")
+        } catch (e: ModelException) {
+            error(e.message ?: "model failure")
+        } catch (e: RuntimeException) {
+            error("models could not be loaded: ${e.message}")
+        }
+    }
+
+    private fun requireModels(): ModelStore.Loaded =
+        models ?: throw ManifestException("models are not loaded: ${status.text}")
+
+    // ---- sources -----------------------------------------------------------------
+    private fun openVideo(uri: Uri) = background {
+        requireModels()
+        stopCamera()
+        video?.close()
+        val v = VideoFrameSource(this, uri)
+        video = v
+        newTracker(v.numFrames, v.width, v.height)
+        main.post {
+            seek.max = v.numFrames - 1
+            seek.progress = 0
+        }
+        showFrame(0)
+        info("${v.numFrames} frames ${v.width}x${v.height}: tap object 1, then Track")
+    }
+
+    private fun openCamera() {
+        if (ContextCompat.checkSelfPermission(this, AndroidManifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) startCamera()
+        else cameraPermission.launch(AndroidManifest.permission.CAMERA)
+    }
+
+    private fun startCamera() {
+        if (models == null) {
+            error("models are not loaded: ${status.text}")
+            return
+        }
+        val future = ProcessCameraProvider.getInstance(this)
+        future.addListener({
+            val provider = future.get()
+            val analysis = ImageAnalysis.Builder()
+                .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)
+                .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
+                .build()
+            analysis.setAnalyzer(worker) { image ->
+                val bmp = image.toBitmap()
+                image.close()
+                onCameraFrame(bmp)
+            }
+            val previewUse = Preview.Builder().build().also { it.setSurfaceProvider(preview.surfaceProvider) }
+            provider.unbindAll()
+            provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, previewUse, analysis)
+            cameraMode = true
+            video?.close()
+            video = null
+            cameraIndex = 0
+            cameraTracking = false
+            background {
+                val first = cameraFrame
+                newTracker(Int.MAX_VALUE, first?.width ?: 640, first?.height ?: 480)
+            }
+            info("camera: tap the object to track")
+        }, ContextCompat.getMainExecutor(this))
+    }
+
+    private fun stopCamera() {
+        if (!cameraMode) return
+        main.post { ProcessCameraProvider.getInstance(this).get().unbindAll() }
+        cameraMode = false
+    }
+
+    /** Runs on the worker: each camera frame is a new frame index; tracked once an object exists. */
+    private fun onCameraFrame(bmp: Bitmap) {
+        try {
+            val t = tracker
+            if (t == null || t.videoWidth != bmp.width || t.videoHeight != bmp.height) newTracker(Int.MAX_VALUE, bmp.width, bmp.height)
+            cameraIndex++
+            cameraFrame = bmp
+            currentFrame = cameraIndex
+            val tr = tracker!!
+            if (cameraTracking && tr.objects.isNotEmpty()) {
+                if (needsBegin) {
+                    tr.beginPropagation(cameraIndex)
+                    needsBegin = false
+                }
+                val r = tr.trackFrame(cameraIndex)
+                render(bmp, r)
+            } else {
+                main.post { overlay.showFrame(bmp) }
+            }
+        } catch (e: RuntimeException) {
+            error("camera tracking stopped: ${e.message}")
+            cameraTracking = false
+        }
+    }
+
+    private fun newTracker(numFrames: Int, width: Int, height: Int) {
+        val m = requireModels()
+        val pre = preprocessor!!
+        tracker = Tracker(runner!!, m.manifest.tracker, numFrames, width, height,
+            BitmapFrameProvider(pre) { i -> if (cameraMode) cameraFrame!! else video!!.frame(i) }, MAX_OBJECTS)
+        results.clear()
+        currentObject = 1
+        needsBegin = true
+        resetPrompt()
+    }
+
+    private fun resetPrompt() {
+        clicks.clear()
+        clickLabels.clear()
+        box = null
+        main.post { overlay.setMarks(emptyList()) }
+    }
+
+    // ---- prompts -----------------------------------------------------------------
+    override fun onTap(x: Float, y: Float, inside: Boolean) {
+        val label = if (findViewById<RadioGroup>(R.id.mode).checkedRadioButtonId == R.id.mode_negative) 0 else 1
+        clicks.add(floatArrayOf(x, y))
+        clickLabels.add(label)
+        sendPrompt(inside)
+    }
+
+    override fun onBox(x0: Float, y0: Float, x1: Float, y1: Float, inside: Boolean) {
+        box = floatArrayOf(x0, y0, x1, y1)
+        sendPrompt(inside)
+    }
+
+    private fun sendPrompt(inside: Boolean) {
+        val pts = ArrayList(clicks)
+        val labs = ArrayList(clickLabels)
+        val b = box
+        if (!inside) {
+            // Keep the message of the tracker's own check, but do not keep the bad click.
+            if (clicks.isNotEmpty()) { clicks.removeAt(clicks.size - 1); clickLabels.removeAt(clickLabels.size - 1) }
+        }
+        val frame = currentFrame
+        val obj = currentObject
+        background {
+            val t = tracker ?: throw IllegalArgumentException("open a video or the camera first")
+            val low = t.addPrompt(frame, obj, Prompt(pts, labs, b))
+            needsBegin = true
+            if (cameraMode) cameraTracking = true
+            val ids = t.objIds
+            val all = FloatArray(ids.size * low.size) { -1024f }
+            System.arraycopy(low, 0, all, ids.indexOf(obj) * low.size, low.size)
+            val bmp = if (cameraMode) cameraFrame!! else video!!.frame(frame)
+            render(bmp, FrameResult(frame, ids, all, t.cfg.lowResSize))
+            main.post { overlay.setMarks(pts.mapIndexed { i, p -> Triple(p[0], p[1], labs[i]) }) }
+            info("object $obj on frame $frame: ${pts.size} click(s)${if (b != null) " + box" else ""}")
+        }
+    }
+
+    private fun newObject() {
+        val t = tracker
+        if (t != null && t.objects.size >= MAX_OBJECTS) {
+            error("this app tracks at most $MAX_OBJECTS objects; press Clear to start over")
+            return
+        }
+        if (t != null && t.objects.containsKey(currentObject)) currentObject++
+        resetPrompt()
+        info("now prompting object $currentObject")
+    }
+
+    private fun clearAll() = background {
+        val t = tracker ?: return@background
+        newTracker(t.numFrames, t.videoWidth, t.videoHeight)
+        cameraTracking = false
+        showFrame(currentFrame)
+        info("cleared")
+    }
+
+    // ---- tracking and display ----------------------------------------------------
+    private fun trackVideo() = background {
+        val t = tracker ?: throw IllegalArgumentException("open a video first")
+        val v = video ?: throw IllegalArgumentException("Track runs over a video; in camera mode tracking is live")
+        val start = System.nanoTime()
+        var n = 0
+        t.propagate { r ->
+            store(r)
+            n++
+            if (n % 5 == 0 || r.frameIdx == v.numFrames - 1) {
+                render(v.frame(r.frameIdx), r)
+                main.post { seek.progress = r.frameIdx }
+            }
+            info("tracking frame ${r.frameIdx + 1} / ${v.numFrames}")
+            true
+        }
+        needsBegin = false
+        resetPrompt()
+        val ms = (System.nanoTime() - start) / 1e6 / maxOf(n, 1)
+        info("tracked $n frames (%.0f ms/frame); scrub to review, tap to correct".format(ms))
+    }
+
+    private fun store(r: FrameResult) {
+        val q = ByteArray(r.lowRes.size) { (maxOf(-127f, minOf(127f, r.lowRes[it] * 4f))).toInt().toByte() }
+        results[r.frameIdx] = Pair(r.objIds, q)
+    }
+
+    private fun showFrame(i: Int) = background {
+        val v = video ?: return@background
+        currentFrame = i
+        resetPrompt()
+        val stored = results[i]
+        val bmp = v.frame(i)
+        if (stored == null) {
+            main.post {
+                overlay.showFrame(bmp)
+                overlay.showMasks(null, 0, 0)
+            }
+        } else {
+            val low = FloatArray(stored.second.size) { stored.second[it] / 4f }
+            render(bmp, FrameResult(i, stored.first, low, requireModels().manifest.tracker.lowResSize))
+        }
+    }
+
+    /** Upsample every object's logits to the frame, pick the winning object per pixel, draw. */
+    private fun render(bmp: Bitmap, r: FrameResult) {
+        val w = bmp.width
+        val h = bmp.height
+        val lr = r.lowResSize
+        // Draw at most ~640 px wide: the overlay is for the eye, the logits stay low-res.
+        val s = minOf(1f, 640f / w)
+        val dw = maxOf(1, (w * s).toInt())
+        val dh = maxOf(1, (h * s).toInt())
+        val up = PostProcess.upsampleBilinear(r.lowRes, r.objIds.size, lr, lr, dh, dw)
+        val labels = PostProcess.labelMap(up, r.objIds, dh, dw)
+        main.post {
+            overlay.showFrame(bmp)
+            overlay.showMasks(labels, dw, dh)
+        }
+    }
+
+    private fun benchmark() = background {
+        val m = requireModels()
+        stopCamera()
+        info("benchmark: running ${BENCH_FRAMES} frames ...")
+        val file = Benchmark(m, runner!!, "xnnpack").run(video, BENCH_FRAMES, BENCH_WARMUP, getExternalFilesDir("bench")!!) { info(it) }
+        info("benchmark written to ${file.path}; adb pull it into benchmarks/device_results/")
+    }
+}

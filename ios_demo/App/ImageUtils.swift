@@ -1,0 +1,47 @@
+import CoreGraphics
+import Foundation
+
+/// CGImage <-> packed RGB bytes, and object-id maps -> a coloured overlay image.
+enum ImageUtils {
+    static func rgbBytes(_ image: CGImage) -> [UInt8]? {
+        let w = image.width, h = image.height
+        var rgba = [UInt8](repeating: 0, count: w * h * 4)
+        let ok: Bool = rgba.withUnsafeMutableBytes { buf in
+            guard let ctx = CGContext(data: buf.baseAddress, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+                                      space: CGColorSpaceCreateDeviceRGB(),
+                                      bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue) else { return false }
+            ctx.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
+            return true
+        }
+        guard ok else { return nil }
+        var rgb = [UInt8](repeating: 0, count: w * h * 3)
+        for i in 0..<(w * h) {
+            rgb[3 * i] = rgba[4 * i]
+            rgb[3 * i + 1] = rgba[4 * i + 1]
+            rgb[3 * i + 2] = rgba[4 * i + 2]
+        }
+        return rgb
+    }
+
+    static let palette: [(UInt8, UInt8, UInt8)] = [(230, 25, 75), (60, 180, 75), (67, 99, 216), (245, 130, 49),
+                                                   (145, 30, 180), (66, 212, 244), (240, 50, 230), (191, 239, 69)]
+
+    static func colour(_ objId: Int) -> (UInt8, UInt8, UInt8) { palette[(objId - 1 + palette.count) % palette.count] }
+
+    /// Object-id map (0 = background) -> premultiplied RGBA overlay.
+    static func overlay(labels: [Int], width: Int, height: Int, alpha: UInt8 = 140) -> CGImage? {
+        var px = [UInt8](repeating: 0, count: width * height * 4)
+        let a = Float(alpha) / 255
+        for i in 0..<(width * height) where labels[i] != 0 {
+            let c = colour(labels[i])
+            px[4 * i] = UInt8(Float(c.0) * a)
+            px[4 * i + 1] = UInt8(Float(c.1) * a)
+            px[4 * i + 2] = UInt8(Float(c.2) * a)
+            px[4 * i + 3] = alpha
+        }
+        guard let provider = CGDataProvider(data: Data(px) as CFData) else { return nil }
+        return CGImage(width: width, height: height, bitsPerComponent: 8, bitsPerPixel: 32, bytesPerRow: width * 4,
+                       space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGBitmapInfo(rawValue: CGImageAlphaInfo.premultipliedLast.rawValue),
+                       provider: provider, decode: nil, shouldInterpolate: true, intent: .defaultIntent)
+    }
+}

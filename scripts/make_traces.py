@@ -1,0 +1,278 @@
+"""Regenerate the conformance fixtures the Swift and Kotlin trackers replay in their unit tests.
+
+    .venv/bin/python scripts/make_traces.py            # writes both app fixture folders
+    .venv/bin/python scripts/make_traces.py --out DIR  # writes into DIR only (used by the tests)
+
+The Python runtime (etam_mobile.runtime.tracker) tracks small synthetic videos on the tiny test
+config with seeded synthetic weights, and every decision it makes is written out as a trace:
+
+- `trace_<case>.json`: the trace (format of etam_mobile/runtime/TRACE.md) plus
+  `script` (the prompt / propagate operations that produced it, in order), `manifest` (the
+  config constants and capacities, with the same key names as manifest.json), and per record
+  two numbers the ports need to re-derive the decision without the mask tensors:
+  `stab_counts` = [pixels of mask 0 > +delta, pixels of mask 0 > -delta] and
+  `has_mask_input` (whether the previous mask was fed back to the decoder).
+- `vectors.json`: input -> output vectors for prompt padding and coordinate transforms
+  (build_prompt), preprocessing (Pillow-bicubic resize, normalization), stability score and
+  mask choice, bfloat16 rounding, bilinear mask upsampling and the object label map.
+Synthetic weights always predict the object present (object score > 0), so no case covers an
+object disappearing; the ports test that rule (score <= 0 -> mask of -1024) with a stub runner.
+- `manifest.json`: a manifest for the tiny config as etam_mobile.manifest writes it (artifact
+  names and checksums are placeholders: no export is run).
+
+Everything is deterministic (seeded weights and frames, no timestamps).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from etam_mobile.checkpoint import load_model  # noqa: E402
+from etam_mobile.configs import tiny_test_config  # noqa: E402
+from etam_mobile.contracts import STAGES, Capacities  # noqa: E402
+from etam_mobile.manifest import TARGET_SUFFIX, build_manifest  # noqa: E402
+from etam_mobile.preprocess import preprocess_frame  # noqa: E402
+from etam_mobile.runtime.backends import EagerBackend  # noqa: E402
+from etam_mobile.runtime.decisions import build_prompt, choose_mask, stability_score  # noqa: E402
+from etam_mobile.runtime.memory_bank import round_to_bf16  # noqa: E402
+from etam_mobile.runtime.outputs import label_map, to_video_res  # noqa: E402
+from etam_mobile.runtime.tracker import Tracker  # noqa: E402
+
+OUT_DIRS = (
+    ROOT / "android_demo" / "tracker-core" / "src" / "test" / "resources" / "traces",
+    ROOT / "ios_demo" / "Tests" / "EtamKitTests" / "Fixtures",
+)
+SEED = 3
+VIDEO_HW = (96, 128)  # frame height, width
+CAPS = Capacities(points=8, cond_frames=2)
+
+
+def synthetic_frame(i: int, hw=VIDEO_HW) -> np.ndarray:
+    """Two moving shapes on a gradient."""
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 60)], -1).astype(np.uint8)
+    cx, cy = 30 + 4 * i, 40 + 2 * i
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 < 15**2] = (230, 40, 40)
+    x0, y0 = 80 - 3 * i, 20 + i
+    img[y0:y0 + 25, x0:x0 + 30] = (40, 200, 60)
+    return img
+
+
+class RecordingBackend:
+    """Wraps a backend and notes, per mask-decoder call, what a port needs besides the trace."""
+
+    def __init__(self, inner):
+        self.inner, self.cfg, self.capacities = inner, inner.cfg, inner.capacities
+        self.point_capacity = inner.point_capacity
+        self.calls = []
+
+    def run(self, stage, inputs):
+        out = self.inner.run(stage, inputs)
+        if stage == "mask_decoder":
+            m0 = out[0][0, 0]
+            d = self.cfg.dynamic_multimask_stability_delta
+            self.calls.append({"stab_counts": [int(np.count_nonzero(m0 > d)), int(np.count_nonzero(m0 > -d))],
+                               "has_mask_input": bool(float(inputs[4][0]) > 0.5)})
+        return out
+
+
+def _round(x, nd=6):
+    return float(f"{float(x):.{nd}g}")
+
+
+def manifest_block(cfg) -> dict:
+    doc = build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp32", {}, {})
+    return {k: doc[k] for k in ("format_version", "config", "image_size", "capacities", "postprocessing")}
+
+
+def run_case(model, name, num_frames, script) -> dict:
+    backend = RecordingBackend(EagerBackend(model, CAPS))
+    cfg = backend.cfg
+    size = cfg.image_size
+    frames = {}
+
+    def loader(i):
+        if i not in frames:
+            frames[i] = preprocess_frame(synthetic_frame(i), size).numpy()
+        return frames[i]
+
+    records = []
+    tracker = Tracker(backend, num_frames, VIDEO_HW, loader, trace=records)
+    obj_ids = []
+    for op in script:
+        if op["op"] == "prompt":
+            tracker.add_prompt(op["frame"], op["obj_id"], op.get("points"), op.get("labels"), op.get("box"))
+            if op["obj_id"] not in obj_ids:
+                obj_ids.append(op["obj_id"])
+        else:
+            for _ in tracker.propagate(op.get("start")):
+                pass
+    assert len(records) == len(backend.calls), "one trace record per decoder call"
+    for rec, extra in zip(records, backend.calls):
+        rec.update(extra)
+        rec["iou"] = [_round(v) for v in rec["iou"]]
+        rec["stability"] = _round(rec["stability"])
+        rec["obj_score"] = _round(rec["obj_score"])
+        rec["mask_sum"] = _round(rec["mask_sum"])
+    h, w = VIDEO_HW
+    return {"format": "etam-trace", "version": 1, "case": name, "config": cfg.name,
+            "capacities": CAPS.to_dict(cfg), "num_frames": num_frames, "video_size": [w, h], "obj_ids": obj_ids,
+            "manifest": manifest_block(cfg), "script": script, "records": records}
+
+
+CASES = {
+    # Two objects on frame 0: clicks (positive + negative) and a box.
+    "two_objects": dict(num_frames=8, script=[
+        {"op": "prompt", "frame": 0, "obj_id": 1, "points": [[30.0, 40.0], [100.0, 80.0]], "labels": [1, 0]},
+        {"op": "prompt", "frame": 0, "obj_id": 2, "box": [78.0, 18.0, 112.0, 47.0]},
+        {"op": "propagate"}]),
+    # One click, a refining negative click on the same frame, then a correction on a tracked
+    # frame (non-conditioning, previous mask fed back), a new object mid-video, propagate again.
+    "correction": dict(num_frames=9, script=[
+        {"op": "prompt", "frame": 0, "obj_id": 1, "points": [[30.0, 40.0]], "labels": [1]},
+        {"op": "prompt", "frame": 0, "obj_id": 1, "points": [[30.0, 40.0], [60.0, 20.0]], "labels": [1, 0]},
+        {"op": "propagate"},
+        {"op": "prompt", "frame": 4, "obj_id": 1, "points": [[46.0, 48.0]], "labels": [1]},
+        {"op": "prompt", "frame": 2, "obj_id": 5, "box": [72.0, 20.0, 104.0, 48.0], "points": [[88.0, 34.0]],
+         "labels": [1]},
+        {"op": "propagate"}]),
+    # Four conditioning frames for one object, 2 conditioning slots: the closest-frame rule
+    # decides; 20 frames so the 16-pointer window and the recent-frame pruning are reached.
+    "many_cond_frames": dict(num_frames=20, script=[
+        {"op": "prompt", "frame": 0, "obj_id": 1, "points": [[30.0, 40.0]], "labels": [1]},
+        {"op": "prompt", "frame": 3, "obj_id": 1, "points": [[42.0, 46.0]], "labels": [1]},
+        {"op": "prompt", "frame": 6, "obj_id": 1, "box": [38.0, 37.0, 70.0, 67.0]},
+        {"op": "prompt", "frame": 9, "obj_id": 1, "points": [[66.0, 58.0], [10.0, 10.0], [120.0, 90.0]],
+         "labels": [1, 0, 0]},
+        {"op": "propagate"}]),
+}
+
+
+def prompt_vectors(cfg) -> list:
+    out = []
+    cases = [
+        dict(points=[[30.0, 40.0]], labels=[1], box=None, hw=(96, 128), capacity=8),
+        dict(points=[[0.0, 0.0], [128.0, 96.0], [64.5, 12.25]], labels=[1, 0, 1], box=None, hw=(96, 128), capacity=8),
+        dict(points=None, labels=None, box=[10.0, 20.0, 50.0, 60.0], hw=(96, 128), capacity=8),
+        dict(points=[[5.0, 7.0]], labels=[0], box=[1.0, 2.0, 3.0, 4.0], hw=(480, 640), capacity=6),
+        dict(points=None, labels=None, box=None, hw=(96, 128), capacity=8),  # tracking: no clicks
+        dict(points=[[1.0, 1.0]] * 7, labels=[1] * 7, box=None, hw=(96, 128), capacity=8),  # exactly full
+        dict(points=[[1.0, 1.0]] * 8, labels=[1] * 8, box=None, hw=(96, 128), capacity=8),  # overflow
+        dict(points=[[33.3, 77.7]], labels=[1], box=None, hw=(1080, 1920), capacity=8),
+    ]
+    for c in cases:
+        v = {"points": c["points"], "labels": c["labels"], "box": c["box"], "video_size": [c["hw"][1], c["hw"][0]],
+             "image_size": cfg.image_size, "capacity": c["capacity"]}
+        try:
+            pts, labs, n = build_prompt(c["points"], c["labels"], c["box"], c["hw"], cfg.image_size, c["capacity"])
+            v["expect"] = {"points": [float(x) for x in pts.reshape(-1)], "labels": [int(x) for x in labs.reshape(-1)],
+                           "num_points": int(n)}
+        except ValueError:
+            v["expect"] = {"error": True}
+        out.append(v)
+    return out
+
+
+def preprocess_vectors() -> dict:
+    rng = np.random.default_rng(11)
+    norm_in = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    norm = {"size": 4, "rgb": norm_in.reshape(-1).tolist(),
+            "expect": [float(x) for x in preprocess_frame(norm_in, 4).numpy().reshape(-1)]}
+    resize = []
+    for (h, w), s in (((9, 13), 8), ((3, 5), 8), ((16, 16), 8), ((6, 20), 7)):
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        res = np.asarray(Image.fromarray(arr).convert("RGB").resize((s, s)))
+        resize.append({"width": w, "height": h, "size": s, "rgb": arr.reshape(-1).tolist(),
+                       "expect": res.reshape(-1).tolist()})
+    return {"normalize": norm, "resize_bicubic": resize}
+
+
+def decision_vectors(cfg) -> dict:
+    rng = np.random.default_rng(12)
+    stab = []
+    for scale in (0.03, 0.2, 5.0, 0.0):
+        masks = (rng.standard_normal((4, 8, 8)) * scale).astype(np.float32)
+        masks[:, :2] += 1.0
+        if scale == 0.0:  # a stable mask 0 (every pixel far from +-delta): dynamic rule keeps token 0
+            masks[0] = np.where(np.arange(64).reshape(8, 8) % 3 == 0, 2.5, -2.5)
+        iou = rng.random(4).astype(np.float32)
+        entry = {"masks": [float(x) for x in masks.reshape(-1)], "side": 8, "iou": [float(x) for x in iou],
+                 "stability": stability_score(masks[0], cfg.dynamic_multimask_stability_delta), "choices": []}
+        for n in (0, 1, 2, 3):
+            ch = choose_mask(masks, iou, n, cfg)
+            entry["choices"].append({"num_points": n, "mask_index": ch.mask_index, "ptr_index": ch.ptr_index,
+                                     "multimask": ch.multimask})
+        stab.append(entry)
+    vals = np.array([0.0, 1.0, -1.5, 3.14159265, 1.00390625, 1.01171875, 65504.0, 1e-30, -2.5e7, 0.1,
+                     np.float32(1.0) + np.float32(2**-8) + np.float32(2**-20)], np.float32)
+    bf16 = {"bits": [int(b) for b in vals.view(np.uint32)],
+            "expect_bits": [int(b) for b in round_to_bf16(vals).view(np.uint32)]}
+    low = (rng.standard_normal((2, 6, 6)) * 3).astype(np.float32)
+    up = to_video_res(low, 7, 11)
+    upsample = {"objects": 2, "side": 6, "height": 7, "width": 11, "low_res": [float(x) for x in low.reshape(-1)],
+                "expect": [float(x) for x in up.reshape(-1)], "obj_ids": [3, 7],
+                "label_map": label_map(up, [3, 7]).reshape(-1).tolist()}
+    return {"stability": stab, "bf16": bf16, "upsample": upsample,
+            "constants": {"delta": cfg.dynamic_multimask_stability_delta,
+                          "thresh": cfg.dynamic_multimask_stability_thresh,
+                          "multimask_min_pt_num": cfg.multimask_min_pt_num,
+                          "multimask_max_pt_num": cfg.multimask_max_pt_num}}
+
+
+def sample_manifest(cfg) -> dict:
+    artifacts, checksums = {}, {}
+    for stage in STAGES:
+        artifacts[stage] = {}
+        for target in ("executorch", "coreml"):
+            rel = stage + TARGET_SUFFIX[target]
+            artifacts[stage][target] = rel
+            checksums[rel] = hashlib.sha256(f"placeholder {rel}".encode()).hexdigest()
+    return build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp16", artifacts, checksums,
+                          {"etam_mobile": "fixture", "note": "sample manifest for reader tests; no artifacts exist"})
+
+
+def generate() -> dict:
+    """All fixture documents, by file name."""
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest and never oversubscribes
+    cfg = tiny_test_config()
+    model, _ = load_model(cfg, None, seed=SEED, quiet=True)
+    docs = {f"trace_{name}.json": run_case(model, name, **spec) for name, spec in CASES.items()}
+    docs["vectors.json"] = {"prompts": prompt_vectors(cfg), "preprocess": preprocess_vectors(),
+                            **decision_vectors(cfg)}
+    docs["manifest.json"] = sample_manifest(cfg)
+    docs["index.json"] = {"traces": sorted(f"trace_{n}.json" for n in CASES), "vectors": "vectors.json",
+                          "manifest": "manifest.json", "generator": "scripts/make_traces.py"}
+    return docs
+
+
+def dump(doc) -> str:
+    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, action="append", help="output folder (default: both app fixture folders)")
+    args = ap.parse_args(argv)
+    docs = generate()
+    for folder in args.out or OUT_DIRS:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, doc in docs.items():
+            (folder / name).write_text(dump(doc))
+        total = sum((folder / n).stat().st_size for n in docs)
+        print(f"wrote {len(docs)} fixtures ({total / 1024:.0f} KB) to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
