@@ -42,6 +42,8 @@ def make_clip(folder: Path, num_frames: int = DEMO_FRAMES, size=DEMO_SIZE) -> di
 
 
 def run_demo(out: Path, quiet: bool = False, export: bool = True) -> None:
+    """Track the clip on eager PyTorch, export every stage to every target, then track the
+    same clip again through the exported ExecuTorch graphs and report mask agreement."""
     from .checkpoint import load_model
     from .configs import get_config
     from .runtime.backends import EagerBackend
@@ -51,15 +53,25 @@ def run_demo(out: Path, quiet: bool = False, export: bool = True) -> None:
     prompts = make_clip(clip)
     (out / "prompts.json").write_text(json.dumps(prompts, indent=1))
     cfg = get_config(DEMO_CONFIG)
-    model, _ = load_model(cfg, None, seed=0)
+    model, weights = load_model(cfg, None, seed=0)
     summary = track_video(EagerBackend(model), clip, out / "prompts.json", out / "track",
                           save_logits=True, overlay=True, trace=str(out / "track" / "trace.json"), quiet=quiet)
     print(f"demo: tracked {len(summary['objects'])} objects over {summary['frames']} frames -> {out / 'track'}")
-    if export:
-        try:
-            from etam_export import export_model
-        except ImportError:
-            print("demo: exporter not installed; skipping export")
-            return
-        export_model(model, out / "export", targets=("executorch", "onnx", "coreml"), quiet=quiet, force=True)
-        print(f"demo: exported all stages -> {out / 'export'}")
+    if not export:
+        return
+    from etam_export import export_model
+
+    from .runtime.exported import open_backend
+
+    export_model(model, out / "export", targets=("executorch", "onnx", "coreml"), weights_info=weights,
+                 quiet=quiet, force=True)
+    print(f"demo: exported all stages -> {out / 'export'}")
+    track_video(open_backend("executorch", out / "export", config=cfg.name), clip, out / "prompts.json",
+                out / "track_executorch", save_logits=True, quiet=quiet)
+    eager = np.load(out / "track" / "logits.npz")["logits"] > 0
+    exported = np.load(out / "track_executorch" / "logits.npz")["logits"] > 0
+    inter = np.logical_and(eager, exported).sum(axis=(2, 3))
+    union = np.logical_or(eager, exported).sum(axis=(2, 3))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    print(f"demo: tracked again on ExecuTorch -> {out / 'track_executorch'}; "
+          f"mask IoU vs eager: min {iou.min():.4f}, mean {iou.mean():.4f}")

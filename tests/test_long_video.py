@@ -2,6 +2,7 @@
 import gc
 
 import numpy as np
+import pytest
 
 from etam_mobile.runtime.backends import EagerBackend
 from etam_mobile.runtime.tracker import Tracker
@@ -17,8 +18,15 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def test_2000_frames_resident_memory_flat(tiny_model):
-    backend = EagerBackend(tiny_model)
+@pytest.mark.parametrize("backend_name", ["eager", "executorch"])
+def test_2000_frames_resident_memory_flat(tiny_model, backend_name):
+    if backend_name == "eager":
+        backend = EagerBackend(tiny_model)
+    else:  # the padded fixed-slot bank on the exported graphs (same tiny weights, seed 0)
+        from etam_mobile.runtime.exported import open_backend
+        from test_export import exported_tiny
+
+        backend = open_backend(backend_name, exported_tiny())
     s = tiny_model.cfg.image_size
     rng = np.random.default_rng(0)
     base = rng.standard_normal((1, 3, s, s)).astype(np.float32)

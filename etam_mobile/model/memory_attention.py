@@ -95,7 +95,7 @@ class MemoryAttention(nn.Module):
         y = layer.norm1(x)
         q = apply_rope(p.q_proj(y), self.rope_cos, self.rope_sin)
         k = apply_rope(p.k_proj(y), self.rope_cos, self.rope_sin)
-        return x + p.out_proj(F.scaled_dot_product_attention(q, k, p.v_proj(y)))
+        return x + p.out_proj(self._attend(q, k, p.v_proj(y), None))
 
     def _mlp(self, layer: MemoryAttentionLayer, x: torch.Tensor) -> torch.Tensor:
         return x + layer.linear2(F.relu(layer.linear1(layer.norm3(x))))
@@ -125,9 +125,11 @@ class MemoryAttention(nn.Module):
 
     @staticmethod
     def _attend(q, k, v, bias):
-        """Single-head attention with a per-key additive logit bias (1, N) or None."""
-        mask = None if bias is None else bias.to(q.dtype)[None, None, :]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        """Single-head attention on (1, n, D) tensors with a per-key additive logit bias (N,)
+        or None. Runs as 4-D (batch, heads, n, D), the form every exporter lowers."""
+        mask = None if bias is None else bias.to(q.dtype)[None, None, None, :]
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=mask)
+        return out[:, 0]
 
     # --- reference (variable-length, upstream signature) ---------------------------------
     def forward(self, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens: int = 0):

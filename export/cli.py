@@ -1,0 +1,61 @@
+"""`etam-mobile export`: the exporter on the command line (registered by etam_mobile.cli)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from etam_mobile.contracts import Capacities
+from etam_mobile.manifest import TARGETS
+
+from .common import ExportError
+from .exporter import PRECISIONS, parse_targets
+
+DEFAULT_TARGETS = "executorch,coreml,onnx"
+
+
+def cmd_export(args) -> int:
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import get_config
+
+    from .exporter import check_destination, check_precision, export_model
+
+    # Everything the user typed is checked before the model is built.
+    if not args.config:
+        raise ExportError("--config is required (e.g. --config efficienttam_ti_512x512; `etam-mobile configs` lists them)")
+    targets = parse_targets(args.targets)
+    precision = check_precision(args.precision)
+    if args.max_points < 2 or args.cond_frames < 2:
+        raise ExportError("--max-points and --cond-frames must be at least 2 (a box is 2 points; "
+                          "the closest-frame rule keeps 2 conditioning frames)")
+    check_destination(Path(args.out), args.force)
+    try:
+        cfg = get_config(args.config)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    model, weights = load_model(cfg, args.checkpoint, seed=args.seed, quiet=args.quiet)
+    caps = Capacities(points=args.max_points, cond_frames=args.cond_frames)
+    doc = export_model(model, args.out, targets=targets, precision=precision, capacities=caps, weights_info=weights,
+                       quiet=args.quiet, force=args.force, verify=not args.no_verify)
+    n = sum(len(s["artifacts"]) for s in doc["stages"].values())
+    print(f"exported {n} artifacts of {cfg.name} ({', '.join(targets)}; {precision}) -> {args.out}")
+    return 0
+
+
+def register(sub, add_model_args) -> None:
+    """Add the `export` sub-command (called by etam_mobile.cli.make_parser)."""
+    p = sub.add_parser("export", help="export every stage to ExecuTorch / Core ML / ONNX with a manifest")
+    add_model_args(p)
+    p.add_argument("--targets", default=DEFAULT_TARGETS,
+                   help=f"comma-separated, from {', '.join(TARGETS)} (default: {DEFAULT_TARGETS})")
+    p.add_argument("--precision", default="fp16",
+                   help=f"{' or '.join(PRECISIONS)}: compute precision of the Core ML targets (fp16 keeps "
+                        "layer norms, softmax and residual adds in fp32); ExecuTorch-XNNPACK and ONNX are fp32 "
+                        "(default: fp16)")
+    caps = Capacities()
+    p.add_argument("--max-points", type=int, default=caps.points,
+                   help=f"prompt-point slots per decoder call (default {caps.points})")
+    p.add_argument("--cond-frames", type=int, default=caps.cond_frames,
+                   help=f"conditioning-frame memory slots (default {caps.cond_frames})")
+    p.add_argument("--out", required=True, help="export folder to create (manifest.json + one artifact per stage/target)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--no-verify", action="store_true", help="skip reading artifacts back and comparing with eager")
+    p.set_defaults(func=cmd_export)
