@@ -5,8 +5,8 @@ The plan names op families once and maps them to Core ML MIL op types (for corem
 `FP16ComputePrecision(op_selector=...)`) and to core ATen ops (for the emulation), so the
 emulated graph and the converted graph keep the same ops in fp32.
 
-Why these families (measured with `emulate_fp16` on efficienttam_ti_512x512, see README of
-export/): layer_norm and the hand-written LayerNorm2d statistics (mean, pow, sqrt, div)
+Why these families (measured with `emulate_fp16` on efficienttam_ti_512x512; README, Export):
+layer_norm and the hand-written LayerNorm2d statistics (mean, pow, sqrt, div)
 square activations, which overflows fp16's 65504 at |x| > 256; softmax sums exponentials;
 the ViT's residual adds carry the residual stream, whose rounding error at fp16 accumulates
 over 12 blocks. Everything else (convs, matmuls, GELU) is fp16.
