@@ -1,0 +1,63 @@
+"""Issue-4 gate on the recorded upstream case: tracking through the exported ExecuTorch and
+ONNX graphs of efficienttam_ti_512x512 (fixture weights, seed 5, fixed memory slots).
+
+Gate: mask IoU >= 0.98 for every frame and object against upstream, and mean absolute logit
+error <= 2% of the mean absolute logit. The same run is compared with the eager tracker.
+"""
+import json
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+from etam_mobile.runtime.backends import EagerBackend
+from etam_mobile.runtime.exported import open_backend
+from etam_mobile.runtime.pipeline import track_video
+
+from conftest import CASE
+
+
+def mask_iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+@pytest.fixture(scope="module")
+def ti512_export(ti512_model):
+    from etam_export import export_model
+
+    root = tempfile.mkdtemp(prefix="etam-ti512-")
+    folder = f"{root}/export"
+    # verify=False: the per-stage parity is what this file checks, end to end.
+    export_model(ti512_model, folder, targets=("executorch", "onnx"), precision="fp32",
+                 weights_info={"synthetic": True, "seed": 5}, quiet=True, verify=False)
+    yield folder
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _track(backend, parity_case, tmp_path, name):
+    case, _ = parity_case
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"prompts": case["prompts"]}))
+    track_video(backend, CASE / "frames", prompts, tmp_path / name, save_logits=True, quiet=True)
+    return np.load(tmp_path / name / "logits.npz")["logits"]
+
+
+def _gate(got, ref, min_iou, max_rel, what):
+    ious = [mask_iou(got[f, o] > 0, ref[f, o] > 0) for f in range(ref.shape[0]) for o in range(ref.shape[1])]
+    rel = float(np.abs(got - ref).mean() / np.abs(ref).mean())
+    assert min(ious) >= min_iou, f"{what}: min mask IoU {min(ious):.4f}"
+    assert rel <= max_rel, f"{what}: mean abs logit error {100 * rel:.2f}% of the mean abs logit"
+
+
+@pytest.mark.parametrize("backend_name", ["executorch", "onnx"])
+def test_exported_tracking_matches_upstream_and_eager(backend_name, ti512_export, ti512_model, parity_case, tmp_path):
+    _, golden = parity_case
+    upstream = golden["logits"].astype(np.float32)
+    got = _track(open_backend(backend_name, ti512_export, config="efficienttam_ti_512x512"), parity_case, tmp_path,
+                 backend_name)
+    assert got.shape == upstream.shape
+    _gate(got, upstream, 0.98, 0.02, f"{backend_name} vs upstream")
+    eager = _track(EagerBackend(ti512_model), parity_case, tmp_path, "eager")
+    _gate(got, eager, 0.99, 0.01, f"{backend_name} vs eager")
