@@ -322,3 +322,43 @@ def test_export_ti_512_all_targets(tmp_path):
         cm = report[stage]["coreml"]["verify"]
         assert all(o["psnr_db"] >= etam_export.FP16_MIN_PSNR for o in cm["outputs"].values())
     assert doc["checksums"] and all(len(v) == 64 for v in doc["checksums"].values())
+
+
+@pytest.mark.parametrize("config", ["test_tiny_pool1", "test_tiny_pool2"])
+def test_pooled_memory_attention_exports_and_switches_branch_in_graph(config, tmp_path):
+    """Both pooled variants through ExecuTorch and ONNX Runtime, with 1 valid memory slot
+    (upstream's unpooled branch) and with 5 (pooled): one static graph must do both."""
+    import onnxruntime as ort
+    from executorch.runtime import Runtime
+
+    from etam_export import executorch as etx
+    from etam_export import onnx as etonnx
+    from etam_export.exporter import torch_export
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import TEST_CONFIGS
+
+    model, _ = load_model(TEST_CONFIGS[config], None, seed=2, quiet=True)
+    stage = model.stages()["memory_attention"].eval()
+    spec = stage_specs(model.cfg, Capacities())["memory_attention"]
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal(t.shape).astype(np.float32) if t.dtype == torch.float32
+            else rng.integers(0, 7, t.shape).astype(np.int32) for t in spec.inputs]
+    ep = torch_export(stage, base, "memory_attention")
+    etx.write(ep, tmp_path / "ma.pte", "memory_attention", "executorch", "fp32")
+    etonnx.write(etonnx.prepare(stage, ep, base, "memory_attention"), tmp_path / "ma.onnx", spec)
+    program = Runtime.get().load_program(str(tmp_path / "ma.pte"))
+    method = program.load_method("forward")
+    sess = ort.InferenceSession(str(tmp_path / "ma.onnx"), providers=["CPUExecutionProvider"])
+    outs = {}
+    for n_valid in (1, 5):
+        ins = [a.copy() for a in base]
+        ins[3] = (np.arange(len(ins[3])) < n_valid).astype(np.float32)
+        ins[5] = (np.arange(len(ins[5])) < 3).astype(np.float32)
+        with torch.no_grad():
+            ref = stage(*[torch.from_numpy(a) for a in ins]).numpy()
+        pte = method.execute([torch.from_numpy(a) for a in ins])[0].numpy()
+        ort_out = sess.run(None, {t.name: a for t, a in zip(spec.inputs, ins)})[0]
+        assert_fp32_close([ref], [pte], f"{config} .pte with {n_valid} valid slots")
+        assert_fp32_close([ref], [ort_out], f"{config} .onnx with {n_valid} valid slots")
+        outs[n_valid] = ref
+    assert np.abs(outs[1] - outs[5]).max() > 1e-3  # the slot count really changes the result

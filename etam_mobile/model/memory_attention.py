@@ -109,7 +109,9 @@ class MemoryAttention(nn.Module):
         """(1, F, h*w, D) -> (1, F, h*w/4, D): 2x2 average pool of each frame's token grid."""
         _, Fr, n, D = t.shape
         h = w = self.cfg.feat_size
-        t = t.reshape(1, Fr, h // POOL, POOL, w // POOL, POOL, D).mean(dim=(3, 5))
+        # Rows then columns, never above 4-D: XNNPACK rejects higher-rank tensors at load time.
+        t = t.reshape(Fr * (h // POOL), POOL, w, D).mean(dim=1)
+        t = t.reshape(Fr * (h // POOL) * (w // POOL), POOL, D).mean(dim=1)
         return t.reshape(1, Fr, (h // POOL) * (w // POOL), D)
 
     def _pooled_keys_bias(self, k: torch.Tensor, slot_bias: torch.Tensor):
