@@ -133,11 +133,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-export", action="store_true", help="skip exporting the demo model")
     p.set_defaults(func=cmd_demo)
 
-    for extra in ("etam_export.cli", "etam_mobile.bench"):
-        try:
-            module = __import__(extra, fromlist=["register"])
-        except ImportError:
-            continue
+    # Both ship in this package (export/ is installed as etam_export): a failing import is a bug
+    # to see, not a command to hide.
+    from etam_export import cli as export_cli
+
+    from . import bench
+
+    for module in (export_cli, bench):
         module.register(sub, _add_model_args)
     return ap
 
