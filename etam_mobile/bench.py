@@ -463,7 +463,6 @@ def memory_attention_scaling(cfg, backends=("eager", "executorch"), max_frames: 
             if mod is not model and callable(getattr(mod, "bake_constants", None)):
                 mod.bake_constants()
         stage = model.stages()["memory_attention"].eval()
-        patched: dict = {}
         for n in range(1, max_frames + 1):
             inputs = _scaling_inputs(vcfg, n, rng)
             tensors = [torch.from_numpy(a) for a in inputs]
@@ -474,7 +473,7 @@ def memory_attention_scaling(cfg, backends=("eager", "executorch"), max_frames: 
                     ms = _time_calls(lambda: stage(*tensors), reps, min_seconds)
                 row["eager_ms"], row["eager_min_ms"] = round(float(np.median(ms)), 3), round(float(np.min(ms)), 3)
             if "executorch" in backends:
-                _executorch_scaling_point(row, stage, inputs, reps, workdir, min_seconds, patched, variant)
+                _executorch_scaling_point(row, stage, inputs, reps, workdir, min_seconds)
             rows.append(row)
             _log(quiet, f"bench: memory attention {variant:11s} {n} frame(s): " + ", ".join(
                 f"{b} {row[b + '_ms']:.1f} ms" if row.get(b + "_ms") is not None else f"{b} failed"
@@ -483,43 +482,12 @@ def memory_attention_scaling(cfg, backends=("eager", "executorch"), max_frames: 
             "backends": list(backends), "rows": rows}
 
 
-def _pool_6d(self, t):
-    """MemoryAttention._pool with a 6-D reshape (XNNPACK defines tensors of rank <= 6); same values."""
-    _, Fr, n, D = t.shape
-    h = w = self.cfg.feat_size
-    t = t.reshape(Fr, h // 2, 2, w // 2, 2, D).mean(dim=(2, 4))
-    return t.reshape(1, Fr, (h // 2) * (w // 2), D)
-
-
-def _executorch_scaling_point(row, stage, inputs, reps, workdir, min_seconds, patched: dict, variant: str) -> None:
-    """Time the ExecuTorch program of one scaling point. If XNNPACK rejects a pooled graph
-    (the shipped 7-D pooling reshape), retry with the 6-D reshape and say so in the row."""
-    from .model import memory_attention as ma
-
-    def attempt():
+def _executorch_scaling_point(row, stage, inputs, reps, workdir, min_seconds) -> None:
+    """Time the ExecuTorch program of one scaling point; a failure is recorded in the row, not raised."""
+    try:
         row["executorch_ms"], row["executorch_min_ms"] = _executorch_call_ms(stage, inputs, reps, workdir, min_seconds)
-
-    try:
-        if patched.get("use"):
-            raise RuntimeError("known to need the 6-D pooling reshape")
-        attempt()
-        return
     except Exception as exc:
-        first = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-    if variant == "plain" or not hasattr(ma.MemoryAttention, "_pool"):
-        row["executorch_ms"], row["executorch_error"] = None, first
-        return
-    original = ma.MemoryAttention._pool
-    ma.MemoryAttention._pool = _pool_6d
-    try:
-        attempt()
-        patched["use"] = True
-        row["executorch_note"] = ("the shipped pooled graph fails to load in XNNPACK (7-D reshape); measured with the "
-                                  "6-D pooling reshape proposed in benchmarks/README.md (identical values)")
-    except Exception as exc:
-        row["executorch_ms"], row["executorch_error"] = None, f"{first}; with 6-D pooling: {type(exc).__name__}: {exc}"
-    finally:
-        ma.MemoryAttention._pool = original
+        row["executorch_ms"], row["executorch_error"] = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def _executorch_call_ms(stage, inputs, reps, workdir, min_seconds) -> tuple:
