@@ -61,3 +61,31 @@ def test_exported_tracking_matches_upstream_and_eager(backend_name, ti512_export
     _gate(got, upstream, 0.98, 0.02, f"{backend_name} vs upstream")
     eager = _track(EagerBackend(ti512_model), parity_case, tmp_path, "eager")
     _gate(got, eager, 0.99, 0.01, f"{backend_name} vs eager")
+
+
+@pytest.fixture(scope="module")
+def ti1_interactive_export():
+    """efficienttam_ti_1 (1024, pooled-logits memory attention) on ti1_interactive's weights."""
+    from etam_export import export_model
+    from test_upstream_cases import CASES, case_model
+
+    case_dir = CASES / "ti1_interactive"
+    seed = json.loads((case_dir / "case.json").read_text())["seed"]
+    root = tempfile.mkdtemp(prefix="etam-ti1-")
+    export_model(case_model(case_dir), f"{root}/export", targets=("executorch", "onnx"), precision="fp32",
+                 weights_info={"synthetic": True, "seed": seed}, quiet=True, verify=False)
+    yield case_dir, f"{root}/export"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["executorch", "onnx"])
+def test_exported_pooled_1024_with_correction_matches_upstream(backend_name, ti1_interactive_export):
+    """The issue-4 gate (IoU >= 0.98, error <= 2%) on a 1024 pooled config with clicks on an
+    untracked frame, an object added after tracking started and a correction whose memory later
+    frames attend to: every recorded step and the last propagation."""
+    from test_upstream_cases import check_case, run_protocol
+
+    case_dir, folder = ti1_interactive_export
+    backend = open_backend(backend_name, folder, config="efficienttam_ti_1")
+    check_case(case_dir, run_protocol(case_dir, backend), min_iou=0.98, max_rel=0.02)
