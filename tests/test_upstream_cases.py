@@ -25,7 +25,8 @@ CASES = Path(__file__).parent / "fixtures" / "upstream_cases"
 FILLER = -1024.0  # logits on frames a propagation did not yield
 # The default run keeps one pooled 1024-px case (ti2_new_object_later, ~60 s on 2 cores) and
 # the 512-px one (~10 s); the other 1024-px cases take 40-100 s each.
-SLOW = {"s1_portrait_box", "s2_correction", "ti1_interactive", "ti2_box_neg"}
+SLOW = {"s1_portrait_box", "s2_correction", "s_plain_correction", "ti1_interactive", "ti2_box_neg",
+        "ti_plain_two_objects"}
 
 
 def _as_array(results: dict, obj_ids: list, n: int, h: int, w: int) -> np.ndarray:
