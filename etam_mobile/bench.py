@@ -120,10 +120,11 @@ def _fit(a: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 class FlopTable:
-    """FLOPs of (stage, input shapes), counted once per distinct shape on the eager modules."""
+    """FLOPs of (stage, input shapes), counted once per distinct shape on the stage modules in
+    the form the backend runs (`for_export`: the exported graphs' form, see model.stages)."""
 
-    def __init__(self, model, examples: dict):
-        self.stages = {k: v.eval() for k, v in model.stages().items()}
+    def __init__(self, model, examples: dict, for_export: bool = False):
+        self.stages = {k: v.eval() for k, v in model.stages(for_export=for_export).items()}
         self.examples = examples
         self._cache: dict = {}
 
@@ -463,6 +464,7 @@ def memory_attention_scaling(cfg, backends=("eager", "executorch"), max_frames: 
             if mod is not model and callable(getattr(mod, "bake_constants", None)):
                 mod.bake_constants()
         stage = model.stages()["memory_attention"].eval()
+        export_stage = model.stages(for_export=True)["memory_attention"].eval()
         for n in range(1, max_frames + 1):
             inputs = _scaling_inputs(vcfg, n, rng)
             tensors = [torch.from_numpy(a) for a in inputs]
@@ -473,7 +475,8 @@ def memory_attention_scaling(cfg, backends=("eager", "executorch"), max_frames: 
                     ms = _time_calls(lambda: stage(*tensors), reps, min_seconds)
                 row["eager_ms"], row["eager_min_ms"] = round(float(np.median(ms)), 3), round(float(np.min(ms)), 3)
             if "executorch" in backends:
-                _executorch_scaling_point(row, stage, inputs, reps, workdir, min_seconds)
+                row["export_gflop"] = round(count_flops(export_stage, inputs)[0] / 1e9, 4)
+                _executorch_scaling_point(row, export_stage, inputs, reps, workdir, min_seconds)
             rows.append(row)
             _log(quiet, f"bench: memory attention {variant:11s} {n} frame(s): " + ", ".join(
                 f"{b} {row[b + '_ms']:.1f} ms" if row.get(b + "_ms") is not None else f"{b} failed"
@@ -637,7 +640,8 @@ def run_bench(config: str, backends, frames: int = 8, warmup: int = 2, checkpoin
         model.weights_info = weights
         folder = ensure_artifacts(model, Path(artifacts) if artifacts else None, backends, quiet, work)
         prompts = make_clip(work / "clip", frames)["prompts"]
-        flops = FlopTable(model, example_inputs(cfg, Capacities(), model.stages()))
+        examples = example_inputs(cfg, Capacities(), model.stages())
+        flop_tables = {form: FlopTable(model, examples, for_export=form == "export") for form in ("eager", "export")}
         results, logits = [], {}
         for b in backends:
             _log(quiet, f"bench: {b}: warm-up {warmup} frame(s), then {frames} timed frames ...")
@@ -647,7 +651,7 @@ def run_bench(config: str, backends, frames: int = 8, warmup: int = 2, checkpoin
                    "logits_out": str(work / f"logits_{b}.npy")}
             raw = _run_isolated(job, isolate)
             sizes = _eager_param_bytes(model) if b == "eager" else artifact_sizes(folder, raw["target"])
-            res = analyse(raw, flops, peak, sizes)
+            res = analyse(raw, flop_tables["eager" if b == "eager" else "export"], peak, sizes)
             if b == "eager":
                 res["artifact_note"] = "eager: bytes of the stage's parameters and buffers (fp32), no file"
             logits[b] = np.load(job["logits_out"])
@@ -660,7 +664,8 @@ def run_bench(config: str, backends, frames: int = 8, warmup: int = 2, checkpoin
                 res["agreement_vs_eager_fp32"] = _mask_agreement(logits[ref], logits[res["backend"]])
                 if results[0]["frame_ms"]["median"]:
                     res["frame_time_vs_eager"] = round(res["frame_ms"]["median"] / results[0]["frame_ms"]["median"], 3)
-        full = {s: round(flops.flops(s, [a.shape for a in flops.examples[s]]) / 1e9, 4) for s in STAGES}
+        exp = flop_tables["export"]
+        full = {s: round(exp.flops(s, [a.shape for a in exp.examples[s]]) / 1e9, 4) for s in STAGES}
         doc = {
             "schema": SCHEMA, "version": SCHEMA_VERSION, "command": command,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -68,8 +68,11 @@ def test_exported_tracking_matches_eager():
         results[name] = np.stack([low for _, _, low in tracker.propagate()])
     ref, got = results["eager"], results["executorch"]
     assert got.shape == ref.shape
-    assert np.abs(ref - got).max() <= 1e-3 * max(1.0, np.abs(ref).max())
-    assert np.array_equal(ref > 0, got > 0)
+    tol = 1e-3 * max(1.0, np.abs(ref).max())
+    assert np.abs(ref - got).max() <= tol
+    # Masks agree wherever eager's logit is further from 0 than the allowed error.
+    flipped = (ref > 0) != (got > 0)
+    assert not flipped[np.abs(ref) > tol].any()
 
 
 def test_coreml_backend_needs_macos_or_runs():

@@ -73,8 +73,11 @@ def small_model(request):
     return model
 
 
+@pytest.mark.parametrize("for_export", [False, True], ids=["eager_form", "export_form"])
 @pytest.mark.parametrize("n_mem,n_ptr", [(1, 1), (2, 3), (4, 9), (8, 17)])
-def test_padded_slots_equal_variable_length(small_model, n_mem, n_ptr):
+def test_padded_slots_equal_variable_length(small_model, n_mem, n_ptr, for_export):
+    """Both forms of the stage (export form: v_proj after attention) against upstream's
+    variable-length computation, for plain and both pooled variants, 1 to 8 valid slots."""
     cfg = small_model.cfg
     caps = Capacities()
     K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
@@ -87,7 +90,7 @@ def test_padded_slots_equal_variable_length(small_model, n_mem, n_ptr):
     ptrs = torch.randn(P, C, generator=g)
     mem_valid = (torch.arange(K) < n_mem).float()
     ptr_valid = (torch.arange(P) < n_ptr).float()
-    stage = small_model.stages()["memory_attention"]
+    stage = small_model.stages(for_export=for_export)["memory_attention"]
     with torch.no_grad():
         got = stage(feats, mem, tpos, mem_valid, ptrs, ptr_valid)
         ref = _reference_call(small_model, feats, mem[:n_mem], tpos[:n_mem], ptrs[:n_ptr])
@@ -115,7 +118,8 @@ def test_pooled_branch_depends_on_valid_slots_not_tensor_length():
     assert not torch.allclose(got, pooled_twice, atol=1e-3)
 
 
-def test_empty_bank_gives_no_mem_embed_and_no_nans(tiny_model):
+@pytest.mark.parametrize("for_export", [False, True], ids=["eager_form", "export_form"])
+def test_empty_bank_gives_no_mem_embed_and_no_nans(tiny_model, for_export):
     cfg = tiny_model.cfg
     spec = stage_specs(cfg, Capacities())["memory_attention"]
     ins = [torch.randn(t.shape).to(t.dtype) if t.dtype.is_floating_point else torch.zeros(t.shape, dtype=t.dtype)
@@ -123,7 +127,7 @@ def test_empty_bank_gives_no_mem_embed_and_no_nans(tiny_model):
     ins[3].zero_()
     ins[5].zero_()
     with torch.no_grad():
-        out = tiny_model.stages()["memory_attention"](*ins)
+        out = tiny_model.stages(for_export=for_export)["memory_attention"](*ins)
     assert torch.isfinite(out).all()
     expected = ins[0] + tiny_model.no_mem_embed.reshape(1, -1, 1, 1)
     assert torch.allclose(out, expected)

@@ -35,11 +35,12 @@ class EfficientTAM(nn.Module):
         self.sam_mask_decoder = MaskDecoder(cfg)
         self.obj_ptr_proj = MLP(C, C, C, 3)
 
-    def stages(self) -> dict[str, nn.Module]:
-        """The four exportable stage modules, keyed by contracts.STAGES names."""
+    def stages(self, for_export: bool = False) -> dict[str, nn.Module]:
+        """The four exportable stage modules, keyed by contracts.STAGES names; `for_export`
+        gives the graph-friendly form where one exists (same values, see memory_attention)."""
         return {
             "image_encoder": ImageEncoderStage(self),
-            "memory_attention": MemoryAttentionStage(self),
+            "memory_attention": MemoryAttentionStage(self, for_export=for_export),
             "mask_decoder": MaskDecoderStage(self),
             "memory_encoder": MemoryEncoderStage(self),
         }

@@ -18,6 +18,12 @@ Upstream semantics reproduced here:
 
 Padding rule: invalid memory slots / pointer slots get MASK_BIAS on their logits, which makes
 the result equal to upstream's variable-length computation (see tests/test_memory_stages.py).
+
+Export form (`values_after_attention`): softmax rows sum to 1, so attending to the 64-d memory
+tokens and applying v_proj to the result equals attending to v_proj(memory). Exported graphs
+run attention as matmul-softmax-matmul, where this makes the probabilities-times-values product
+4x smaller (and pools 64-d instead of 256-d values). Eager keeps the reference form: PyTorch's
+fused CPU attention kernel is fastest with equal key and value widths.
 """
 from __future__ import annotations
 
@@ -100,10 +106,11 @@ class MemoryAttention(nn.Module):
     def _mlp(self, layer: MemoryAttentionLayer, x: torch.Tensor) -> torch.Tensor:
         return x + layer.linear2(F.relu(layer.linear1(layer.norm3(x))))
 
-    def _memory_kv(self, p: Projections, mem: torch.Tensor, mem_pos: torch.Tensor):
-        """mem, mem_pos (1, F, nq, 64) -> rotated keys and values (1, F, nq, D)."""
+    def _memory_kv(self, p: Projections, mem: torch.Tensor, mem_pos: torch.Tensor, project_values: bool = True):
+        """mem, mem_pos (1, F, nq, 64) -> rotated keys (1, F, nq, D) and values (projected to D,
+        or left 64-d for the export form)."""
         k = apply_rope(p.k_proj(mem + mem_pos), self.rope_cos, self.rope_sin)
-        return k, p.v_proj(mem)
+        return k, p.v_proj(mem) if project_values else mem
 
     def _pool(self, t: torch.Tensor) -> torch.Tensor:
         """(1, F, h*w, D) -> (1, F, h*w/4, D): 2x2 average pool of each frame's token grid."""
@@ -162,9 +169,11 @@ class MemoryAttention(nn.Module):
         return self.norm(x).transpose(0, 1)
 
     # --- padded slots (the export contract) ------------------------------------------
-    def forward_slots(self, x, mem, mem_pos, slot_valid, ptr_tokens, ptr_token_valid):
+    def forward_slots(self, x, mem, mem_pos, slot_valid, ptr_tokens, ptr_token_valid,
+                      values_after_attention: bool = False):
         """x (1, nq, C) with input pos already added; mem, mem_pos (1, K, nq, 64);
-        slot_valid (K,); ptr_tokens (1, T, 64) zero-pos pointer tokens; ptr_token_valid (T,)."""
+        slot_valid (K,); ptr_tokens (1, T, 64) zero-pos pointer tokens; ptr_token_valid (T,).
+        values_after_attention: the export form (module docstring); same values."""
         slot_bias = (1.0 - slot_valid) * MASK_BIAS
         ptr_bias = (1.0 - ptr_token_valid) * MASK_BIAS
         nq = x.shape[1]
@@ -177,8 +186,8 @@ class MemoryAttention(nn.Module):
             x = self._self_attn(layer, x)
             p = layer.cross_attn_image
             q = apply_rope(p.q_proj(layer.norm2(x)), self.rope_cos, self.rope_sin)
-            k, v = self._memory_kv(p, mem, mem_pos)
-            kp, vp = p.k_proj(ptr_tokens), p.v_proj(ptr_tokens)
+            k, v = self._memory_kv(p, mem, mem_pos, project_values=not values_after_attention)
+            kp, vp = p.k_proj(ptr_tokens), ptr_tokens if values_after_attention else p.v_proj(ptr_tokens)
             if self.cfg.pooled:
                 kpool, bpool = self._pooled_keys_bias(k, slot_bias)
                 vpool = self._pool(v)
@@ -202,6 +211,8 @@ class MemoryAttention(nn.Module):
                 out = self._attend(
                     q, torch.cat([k.flatten(1, 2), kp], dim=1), torch.cat([v.flatten(1, 2), vp], dim=1), bias
                 )
+            if values_after_attention:
+                out = p.v_proj(out)
             x = x + p.out_proj(out)
             x = self._mlp(layer, x)
         return self.norm(x)
@@ -215,11 +226,13 @@ class MemoryAttentionStage(nn.Module):
 
     With no valid memory slot (an initial conditioning frame) the output is
     feats + no_mem_embed, as upstream does without running the attention.
+    `for_export` selects the export form of the attention (module docstring).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, for_export: bool = False):
         super().__init__()
         cfg = model.cfg
+        self.for_export = for_export
         self.attn = model.memory_attention
         self.maskmem_tpos_enc = model.maskmem_tpos_enc
         self.no_mem_embed = model.no_mem_embed
@@ -243,7 +256,7 @@ class MemoryAttentionStage(nn.Module):
         n_tok = C // M  # each 256-d pointer becomes 4 tokens of 64, with zero position
         ptr_tokens = obj_ptrs.reshape(1, -1, M)
         ptr_token_valid = ptr_valid[:, None].expand(-1, n_tok).reshape(-1)
-        out = self.attn.forward_slots(x, mem, pos, mem_valid, ptr_tokens, ptr_token_valid)
+        out = self.attn.forward_slots(x, mem, pos, mem_valid, ptr_tokens, ptr_token_valid, self.for_export)
         out = out.transpose(1, 2).reshape(1, C, h, w)
         has_mem = (mem_valid.sum() > 0.5).to(feats.dtype)
         no_mem = feats + self.no_mem_embed.reshape(1, C, 1, 1)
