@@ -1,10 +1,17 @@
 import Foundation
 
-public struct MaskChoice: Equatable {
+public struct MaskChoice: Equatable, Sendable {
     public let maskIndex: Int
     public let ptrIndex: Int
     public let multimask: Bool
     public let stability: Double
+
+    public init(maskIndex: Int, ptrIndex: Int, multimask: Bool, stability: Double) {
+        self.maskIndex = maskIndex
+        self.ptrIndex = ptrIndex
+        self.multimask = multimask
+        self.stability = stability
+    }
 }
 
 /// Which decoder output is used, exactly as upstream (etam_mobile/runtime/decisions.py).

@@ -1,17 +1,31 @@
 import Foundation
 
-public struct TensorSpec: Equatable {
+public struct TensorSpec: Equatable, Sendable {
     public let name: String
     public let shape: [Int]
     public let dtype: String
+
+    public init(name: String, shape: [Int], dtype: String) {
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+    }
+
     public var count: Int { shape.reduce(1, *) }
 }
 
-public struct StageSpec {
+public struct StageSpec: Sendable {
     public let name: String
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
     public let artifacts: [String: String]
+
+    public init(name: String, inputs: [TensorSpec], outputs: [TensorSpec], artifacts: [String: String]) {
+        self.name = name
+        self.inputs = inputs
+        self.outputs = outputs
+        self.artifacts = artifacts
+    }
 
     public func input(_ n: String) throws -> TensorSpec {
         guard let t = inputs.first(where: { $0.name == n }) else { throw EtamError.manifest("stage \(name) has no input '\(n)'") }
@@ -25,7 +39,7 @@ public struct StageSpec {
 }
 
 /// Every constant the tracker needs, read from manifest.json (or a trace's `manifest` block).
-public struct TrackerConfig {
+public struct TrackerConfig: Sendable {
     public let configName: String
     public let imageSize: Int
     public let points: Int
@@ -82,7 +96,7 @@ public struct TrackerConfig {
 }
 
 /// manifest.json of an export folder: the one contract shared with the Python exporter.
-public struct Manifest {
+public struct Manifest: Sendable {
     public static let formatVersion = 1
     public static let fileName = "manifest.json"
     public static let stageNames = ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder"]
@@ -145,9 +159,15 @@ public struct Manifest {
         } catch let e as EtamError {
             throw EtamError.manifest("\(source) is not valid JSON (\(e.message)); copy the export folder again")
         }
-        let version = root.dict["format_version"] as? NSNumber
-        if version?.intValue != formatVersion || version?.doubleValue != Double(formatVersion) {
-            let shown = version.map { "\($0)" } ?? "null"
+        let version = root.dict["format_version"]
+        if version?.intValue != formatVersion {
+            let shown: String
+            switch version {
+            case .number(let d)?: shown = d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
+            case .string(let s)?: shown = "\"\(s)\""
+            case .bool(let b)?: shown = String(b)
+            default: shown = "null"
+            }
             throw EtamError.manifest("\(source) has format_version \(shown), this app reads \(formatVersion); re-export with the etam-mobile version that matches this app")
         }
         do {
@@ -174,7 +194,7 @@ public struct Manifest {
             var art: [String: String] = [:]
             if st.has("artifacts") {
                 let a = try st.obj("artifacts")
-                for k in a.dict.keys { art[k] = try a.string(k) }
+                for k in a.keys { art[k] = try a.string(k) }
             }
             func specs(_ key: String) throws -> [TensorSpec] {
                 return try st.objects(key).map { TensorSpec(name: try $0.string("name"), shape: try $0.intList("shape"), dtype: try $0.string("dtype")) }
@@ -188,7 +208,7 @@ public struct Manifest {
         }
         var checks: [String: String] = [:]
         let c = try root.obj("checksums")
-        for k in c.dict.keys { checks[k] = try c.string(k) }
+        for k in c.keys { checks[k] = try c.string(k) }
         let weights = try root.obj("weights")
         let wdesc: String
         if weights.has("checkpoint") {

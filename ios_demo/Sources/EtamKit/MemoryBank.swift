@@ -1,7 +1,7 @@
 import Foundation
 
 /// Which stored frames feed the memory attention of one frame, in upstream token order.
-public struct Selection: Equatable, CustomStringConvertible {
+public struct Selection: Equatable, Sendable, CustomStringConvertible {
     public let memFrames: [Int]
     public let memTpos: [Int]
     public let ptrFrames: [Int]
@@ -91,6 +91,8 @@ public final class ObjectBank {
     public private(set) var cond: [Int: FrameMemory] = [:]
     public var nonCond: [Int: FrameMemory] = [:]
     public var tracked = Set<Int>()
+    /// Frames whose mask came from a correction click (kept when the app re-tracks).
+    public internal(set) var corrections = Set<Int>()
     private(set) var pendingOrder: [Int] = []
     private(set) var pending: [Int: (FrameMemory, Bool)] = [:]
 

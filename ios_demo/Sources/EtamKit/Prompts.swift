@@ -1,7 +1,7 @@
 import Foundation
 
 /// Clicks (frame pixels; label 1 positive, 0 negative) and/or a box [x0, y0, x1, y1] for one object.
-public struct Prompt {
+public struct Prompt: Equatable, Sendable {
     public var points: [SIMD2<Float>]
     public var labels: [Int]
     public var box: [Float]?
@@ -16,10 +16,16 @@ public struct Prompt {
 }
 
 /// Padded decoder inputs: points (capacity x 2, model pixels), labels (capacity), real point count.
-public struct PromptTensors {
+public struct PromptTensors: Equatable, Sendable {
     public let points: [Float]
     public let labels: [Int32]
     public let numPoints: Int
+
+    public init(points: [Float], labels: [Int32], numPoints: Int) {
+        self.points = points
+        self.labels = labels
+        self.numPoints = numPoints
+    }
 }
 
 public enum Prompts {

@@ -1,7 +1,7 @@
 import Foundation
 
 /// masks (1,4,lr,lr), iou (1,4), obj_ptr (1,4,C), obj_score.
-public struct DecoderOutput {
+public struct DecoderOutput: Sendable {
     public let masks: [Float]
     public let iou: [Float]
     public let objPtr: [Float]
@@ -24,7 +24,7 @@ public protocol StageRunner: AnyObject {
 }
 
 /// One conformance-trace record (etam_mobile/runtime/TRACE.md).
-public struct TraceRecord {
+public struct TraceRecord: Equatable, Sendable {
     public let frame: Int
     public let objId: Int
     public let kind: String
@@ -39,20 +39,52 @@ public struct TraceRecord {
     public let objScore: Float
     public let maskArea: Int
     public let maskSum: Double
+
+    public init(frame: Int, objId: Int, kind: String, isInitCond: Bool, selection: Selection, numPoints: Int, multimask: Bool,
+                maskIndex: Int, ptrIndex: Int, iou: [Float], stability: Double, objScore: Float, maskArea: Int, maskSum: Double) {
+        self.frame = frame
+        self.objId = objId
+        self.kind = kind
+        self.isInitCond = isInitCond
+        self.selection = selection
+        self.numPoints = numPoints
+        self.multimask = multimask
+        self.maskIndex = maskIndex
+        self.ptrIndex = ptrIndex
+        self.iou = iou
+        self.stability = stability
+        self.objScore = objScore
+        self.maskArea = maskArea
+        self.maskSum = maskSum
+    }
 }
 
 /// Low-res mask logits (objects x lr x lr) of one frame, in `objIds` order.
-public struct FrameResult {
+public struct FrameResult: Equatable, Sendable {
     public let frame: Int
     public let objIds: [Int]
     public let lowRes: [Float]
     public let lowResSize: Int
+
+    /// The app builds these too (a prompt's mask shown before tracking, results stored per frame).
+    public init(frame: Int, objIds: [Int], lowRes: [Float], lowResSize: Int) {
+        precondition(lowRes.count == objIds.count * lowResSize * lowResSize, "lowRes must hold objIds.count x lowResSize^2 values")
+        self.frame = frame
+        self.objIds = objIds
+        self.lowRes = lowRes
+        self.lowResSize = lowResSize
+    }
 }
 
 /// The tracker state machine of etam_mobile/runtime/tracker.py over any StageRunner.
 ///
 /// `addPrompt` on any frame (corrections included), then `beginPropagation()` and
 /// `trackFrame(_:)` for each following frame. `numFrames` may be Int.max for a live camera.
+///
+/// `propagate()` / `beginPropagation()` follow upstream: tracking restarts at the first
+/// conditioning frame and a correction on an already tracked frame is tracked over again (so
+/// its mask is replaced). Apps call `resumeStart()` and `beginPropagation(start:keepCorrections:)`
+/// instead: corrected frames keep the corrected mask and tracking continues after them.
 public final class Tracker {
     public let runner: StageRunner
     public let cfg: TrackerConfig
@@ -70,6 +102,10 @@ public final class Tracker {
     private let lr2: Int
     private let zeroMask: [Float]
     private let trackingPrompt: PromptTensors
+    /// Frames prompted (per kind) since the last beginPropagation.
+    private var pendingCorrections = Set<Int>()
+    private var pendingInitFrames = Set<Int>()
+    private var keepCorrections = false
 
     public init(runner: StageRunner, cfg: TrackerConfig, numFrames: Int, videoWidth: Int, videoHeight: Int,
                 maxObjects: Int = 8, recordTrace: Bool = false, frameProvider: @escaping (Int) throws -> [Float]) throws {
@@ -163,6 +199,7 @@ public final class Tracker {
         // A frame seen for the first time becomes a conditioning frame; a correction on an
         // already tracked frame stays non-conditioning (add_all_frames_to_correct_as_cond=False).
         bank.setPending(frame, mem, isCond: isInit)
+        if isInit { pendingInitFrames.insert(frame) } else { pendingCorrections.insert(frame); bank.corrections.insert(frame) }
         record(frame, bank, "prompt", isInit, sel, tensors.numPoints, mem, choice, iou)
         return mem.lowRes
     }
@@ -173,9 +210,31 @@ public final class Tracker {
         objectOrder.removeAll { $0 == objId }
     }
 
+    /// Where tracking must restart so that the prompts given since the last propagation take
+    /// effect and nothing already tracked changes: just after the earliest correction, when every
+    /// prompt was a correction and each object still holds the memory window before that frame
+    /// (memory flows forward only, so earlier frames keep their results). Otherwise (a new
+    /// conditioning frame, which every frame's memory attention sees, or a pruned window) the
+    /// first conditioning frame, as upstream. nil when nothing was prompted.
+    public func resumeStart() -> Int? {
+        if pendingInitFrames.isEmpty && pendingCorrections.isEmpty { return nil }
+        let firstCond = objectOrder.compactMap { objects[$0]?.condOrder.min() }.min()
+            ?? pendingInitFrames.min() ?? pendingCorrections.min()!
+        guard pendingInitFrames.isEmpty, let f = pendingCorrections.min() else { return firstCond }
+        let window = max(cfg.numMaskmem - 1, cfg.maxObjPtrs - 1)
+        for id in objectOrder {
+            guard let bank = objects[id] else { continue }
+            let needed = max(firstCond, f - window)..<f
+            for t in needed where bank.tracked.contains(t) && bank.lookup(t) == nil { return firstCond }
+        }
+        return f + 1
+    }
+
     /// Encode the memories of prompted frames and file them; returns the first frame to track.
+    /// `keepCorrections`: a corrected frame reached again keeps its corrected mask and memory
+    /// (the app's behaviour) instead of being tracked over (upstream's).
     @discardableResult
-    public func beginPropagation(start: Int? = nil) throws -> Int {
+    public func beginPropagation(start: Int? = nil, keepCorrections: Bool = false) throws -> Int {
         if objects.isEmpty { throw EtamError.prompt("no prompts were given for any object; tap an object first") }
         for id in objectOrder {
             let bank = objects[id]!
@@ -186,6 +245,9 @@ public final class Tracker {
             for t in bank.condOrder { bank.nonCond[t] = nil }
         }
         featCache = [:]
+        pendingCorrections = []
+        pendingInitFrames = []
+        self.keepCorrections = keepCorrections
         if let s = start { return s }
         guard let first = objectOrder.compactMap({ objects[$0]?.condOrder.min() }).min() else {
             throw EtamError.prompt("no object has a first prompt; tap the object on a frame it has not been tracked on")
@@ -201,6 +263,8 @@ public final class Tracker {
             let bank = objects[id]!
             let mem: FrameMemory
             if let c = bank.cond[frame] {
+                mem = c
+            } else if keepCorrections, bank.corrections.contains(frame), let c = bank.nonCond[frame] {
                 mem = c
             } else {
                 let f: [Float]
@@ -226,8 +290,9 @@ public final class Tracker {
     }
 
     /// Track to `end` (default: the last frame); `onFrame` returns false to stop early.
-    public func propagate(start: Int? = nil, end: Int? = nil, onFrame: (FrameResult) throws -> Bool = { _ in true }) throws {
-        let first = try beginPropagation(start: start)
+    public func propagate(start: Int? = nil, end: Int? = nil, keepCorrections: Bool = false,
+                          onFrame: (FrameResult) throws -> Bool = { _ in true }) throws {
+        let first = try beginPropagation(start: start, keepCorrections: keepCorrections)
         let last = end ?? numFrames
         var i = first
         while i < last {

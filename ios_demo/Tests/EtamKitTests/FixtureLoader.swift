@@ -17,7 +17,7 @@ enum Fixtures {
     }
 
     static func traceNames() throws -> [String] {
-        return try obj("index.json").list("traces").compactMap { $0 as? String }
+        return try obj("index.json").stringList("traces")
     }
 
     static func text(_ name: String) throws -> String {
@@ -26,8 +26,10 @@ enum Fixtures {
 
     static func prompt(_ o: JSONObject) throws -> Prompt {
         let pts: [SIMD2<Float>] = o.has("points") ? try o.list("points").map { p in
-            guard let l = p as? [NSNumber], l.count == 2 else { throw EtamError.json("\(o.path).points: bad point") }
-            return SIMD2<Float>(l[0].floatValue, l[1].floatValue)
+            guard let l = p.arrayValue, l.count == 2, let x = l[0].numberValue, let y = l[1].numberValue else {
+                throw EtamError.json("\(o.path).points: bad point")
+            }
+            return SIMD2<Float>(Float(x), Float(y))
         } : []
         return Prompt(points: pts, labels: o.has("labels") ? try o.intList("labels") : [], box: o.has("box") ? try o.floatList("box") : nil)
     }
