@@ -17,13 +17,23 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TARGETS = ("executorch", "executorch-coreml", "coreml", "onnx")
 TARGET_SUFFIX = {"executorch": ".pte", "executorch-coreml": ".coreml.pte", "coreml": ".mlpackage", "onnx": ".onnx"}
+# Which packages write each target's artifacts (their versions go into `artifact_producers`).
+TARGET_PRODUCERS = {"executorch": ("executorch",), "executorch-coreml": ("executorch", "coremltools"),
+                    "coreml": ("coremltools",), "onnx": ("onnx",)}
+
+
+def producer_versions(targets, versions: dict) -> dict:
+    """package -> version for the packages that wrote `targets` (those found in `versions`)."""
+    return {pkg: versions[pkg] for t in targets for pkg in TARGET_PRODUCERS[t] if pkg in versions}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision: str, artifacts: dict,
-                   checksums: dict, extra: dict | None = None) -> dict:
-    """`artifacts` maps stage -> {target: relative path}; `checksums` maps relative path -> sha256."""
+                   checksums: dict, extra: dict | None = None, producers: dict | None = None) -> dict:
+    """`artifacts` maps stage -> {target: relative path}; `checksums` maps relative path -> sha256;
+    `producers` maps package -> version that wrote the artifacts (executorch, coremltools): the
+    apps refuse artifacts from versions their runtime does not read."""
     specs = stage_specs(cfg, caps)
     model = asdict(cfg)
     model.pop("synthetic", None)
@@ -64,6 +74,7 @@ def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision:
             name: {"artifacts": dict(artifacts.get(name, {})), **spec.to_dict()} for name, spec in specs.items()
         },
         "checksums": dict(checksums),
+        "artifact_producers": dict(producers or {}),
         "tool": {"etam_mobile": __version__, **(extra or {})},
     }
     return doc

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from etam_mobile.contracts import STAGES, Capacities, stage_specs
-from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, write_manifest
+from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, producer_versions, write_manifest
 
 from . import coreml, executorch, onnx
 from .common import (DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, artifact_size, example_inputs,
@@ -161,7 +161,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             "verified": bool(verify),
             "export_report": reports,
         }
-        doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra)
+        doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra,
+                             producers=producer_versions(targets, extra["versions"]))
         write_manifest(tmp, doc)
         _move_into_place(tmp, out)
     except BaseException as exc:

@@ -239,7 +239,8 @@ def sample_manifest(cfg) -> dict:
             artifacts[stage][target] = rel
             checksums[rel] = hashlib.sha256(f"placeholder {rel}".encode()).hexdigest()
     return build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp16", artifacts, checksums,
-                          {"etam_mobile": "fixture", "note": "sample manifest for reader tests; no artifacts exist"})
+                          {"etam_mobile": "fixture", "note": "sample manifest for reader tests; no artifacts exist"},
+                          producers={"executorch": "1.4.1", "coremltools": "9.0"})
 
 
 def generate() -> dict:

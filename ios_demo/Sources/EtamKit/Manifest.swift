@@ -118,6 +118,24 @@ public struct Manifest: Sendable {
     public let stages: [String: StageSpec]
     public let checksums: [String: String]
     public let weightsDescription: String
+    /// Package -> version that wrote the artifacts (`artifact_producers`, else `tool.versions`).
+    public let producers: [String: String]
+
+    /// coremltools versions whose .mlpackage files this app was tested with (major.minor prefixes).
+    public static let supportedCoreMLTools = ["8.", "9."]
+    public static let recommendedCoreMLTools = "9.0"
+
+    /// Refuse artifacts written by a `package` version this app does not support, with the fix.
+    /// `supported` are version prefixes ("1.4." accepts 1.4.0 and 1.4.1), `install` the version to
+    /// re-export with, `runtime` what this app runs (named in the message).
+    public func requireProducer(_ package: String, supported: [String], install: String, runtime: String) throws {
+        guard let v = producers[package] else {
+            throw EtamError.manifest("manifest.json does not record which \(package) version wrote the models, and \(runtime) only reads models from \(package) \(supported.map { $0 + "x" }.joined(separator: " or ")); re-export with this etam-mobile and `pip install \(package)==\(install)`")
+        }
+        guard supported.contains(where: { (v + ".").hasPrefix($0) }) else {
+            throw EtamError.manifest("the models were written by \(package) \(v), but \(runtime) only reads models from \(package) \(supported.map { $0 + "x" }.joined(separator: " or ")); re-export with `pip install \(package)==\(install)`")
+        }
+    }
 
     /// Targets (coreml, executorch, ...) for which every stage has an artifact.
     public var completeTargets: [String] {
@@ -220,9 +238,21 @@ public struct Manifest: Sendable {
         }
         let m = Manifest(config: try root.string("config"), precision: root.has("precision") ? try root.string("precision") : "unknown",
                          imageSize: tracker.imageSize, mean: mean, std: std, scale: try pre.double("scale"), tracker: tracker,
-                         stages: stages, checksums: checks, weightsDescription: wdesc)
+                         stages: stages, checksums: checks, weightsDescription: wdesc, producers: try producerVersions(root))
         try m.checkShapes(source)
         return m
+    }
+
+    private static func producerVersions(_ root: JSONObject) throws -> [String: String] {
+        var out: [String: String] = [:]
+        if root.has("tool"), case .object(let versions)? = try root.obj("tool").dict["versions"] {
+            for (k, v) in versions { if let s = v.stringValue { out[k] = s } }
+        }
+        if root.has("artifact_producers") {
+            let p = try root.obj("artifact_producers")
+            for k in p.keys { out[k] = try p.string(k) }
+        }
+        return out
     }
 
     /// The stage shapes must agree with the capacities and sizes the tracker will use.

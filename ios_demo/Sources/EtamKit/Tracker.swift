@@ -97,6 +97,10 @@ public final class Tracker {
     public private(set) var objectOrder: [Int] = []
     public private(set) var objects: [Int: ObjectBank] = [:]
     public var trace: [TraceRecord]?
+    /// Keep every tracked frame's memory instead of only the window forward tracking reads
+    /// (results are the same). Costs memory per frame and object, and lets `resumeStart()`
+    /// continue right after a correction anywhere in a video instead of only near the end.
+    public var keepAllMemories = false
     private var featCache: [Int: [Float]] = [:]
     private let memInputs: MemoryInputs
     private let lr2: Int
@@ -224,7 +228,8 @@ public final class Tracker {
         let window = max(cfg.numMaskmem - 1, cfg.maxObjPtrs - 1)
         for id in objectOrder {
             guard let bank = objects[id] else { continue }
-            let needed = max(firstCond, f - window)..<f
+            // Tracking f + 1 reads memories of f - numMaskmem + 2 ... f and pointers back to f + 1 - window.
+            let needed = max(firstCond, f + 1 - window)..<f
             for t in needed where bank.tracked.contains(t) && bank.lookup(t) == nil { return firstCond }
         }
         return f + 1
@@ -282,7 +287,7 @@ public final class Tracker {
                 mem = m
             }
             bank.tracked.insert(frame)
-            bank.prune(frame, cfg: cfg)
+            if !keepAllMemories { bank.prune(frame, cfg: cfg) }
             out.replaceSubrange(o * lr2..<(o + 1) * lr2, with: mem.lowRes)
         }
         featCache = [:]

@@ -55,3 +55,50 @@ final class ManifestTests: XCTestCase {
         }
     }
 }
+
+/// Artifacts from an unsupported exporter version are refused with the fix; JSON numbers and
+/// booleans are kept apart on every platform.
+final class ProducerAndJSONTests: XCTestCase {
+    private func message(_ block: () throws -> Void) -> String {
+        do {
+            try block()
+            return ""
+        } catch {
+            return (error as? EtamError)?.message ?? "\(error)"
+        }
+    }
+
+    func testUnsupportedCoreMLToolsIsRefusedWithTheFix() throws {
+        let sample = try Fixtures.text("manifest.json")
+        let check = { (m: Manifest) in
+            try m.requireProducer("coremltools", supported: Manifest.supportedCoreMLTools, install: "9.0", runtime: "this iOS app")
+        }
+        XCTAssertEqual(message { try check(try Manifest.parse(Data(sample.utf8))) }, "")
+        let old = sample.replacingOccurrences(of: "\"coremltools\": \"9.0\"", with: "\"coremltools\": \"7.2\"")
+        let msg = message { try check(try Manifest.parse(Data(old.utf8))) }
+        XCTAssertTrue(msg.contains("coremltools 7.2") && msg.contains("pip install coremltools==9.0"), msg)
+        // 90.0 is not 9.x.
+        let far = sample.replacingOccurrences(of: "\"coremltools\": \"9.0\"", with: "\"coremltools\": \"90.0\"")
+        XCTAssertTrue(message { try check(try Manifest.parse(Data(far.utf8))) }.contains("90.0"))
+        let none = sample.replacingOccurrences(of: "\"coremltools\": \"9.0\"", with: "\"onnx\": \"1.0\"")
+        let msg2 = message { try check(try Manifest.parse(Data(none.utf8))) }
+        XCTAssertTrue(msg2.contains("does not record") && msg2.contains("re-export"), msg2)
+    }
+
+    func testBooleansAndNumbersAreDistinct() throws {
+        let o = try JSONObject.parse(Data(#"{"t": true, "one": 1, "half": 0.5, "n": null, "s": "x"}"#.utf8), what: "doc")
+        XCTAssertEqual(try o.bool("t"), true)
+        XCTAssertThrowsError(try o.bool("one"))
+        XCTAssertThrowsError(try o.int("t"))
+        XCTAssertThrowsError(try o.int("half"))
+        XCTAssertEqual(try o.int("one"), 1)
+        XCTAssertFalse(o.has("n"))
+        XCTAssertThrowsError(try o.double("s"))
+        XCTAssertThrowsError(try JSONObject.parse(Data("[1]".utf8), what: "doc"))
+        let sample = try Fixtures.text("manifest.json")
+        let boolVersion = sample.replacingOccurrences(of: "\"format_version\": 1", with: "\"format_version\": true")
+        XCTAssertThrowsError(try Manifest.parse(Data(boolVersion.utf8))) { e in
+            XCTAssertTrue((e as? EtamError)?.message.contains("format_version true") ?? false, "\(e)")
+        }
+    }
+}
