@@ -3,6 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The Swift toolchain builds and tests ios_demo's core (tests/test_native_apps.py); non-login shells
+# (CI's `bash .ci/run`) may lack it on PATH, so add /opt/swift's when it exists.
+SWIFT_BIN := $(firstword $(wildcard /opt/swift/usr/bin))
+export PATH := $(if $(SWIFT_BIN),$(SWIFT_BIN):,)$(PATH)
 
 .PHONY: install native-deps demo test test-slow traces clean
 

@@ -2,12 +2,15 @@
 
 - every Swift and Kotlin source parses with the tree-sitter grammars (no ERROR / MISSING nodes);
 - the conformance fixtures checked into both apps equal what scripts/make_traces.py writes now;
-- android_demo/tracker-core compiles with kotlinc and its JUnit trace-replay tests pass.
+- android_demo/tracker-core compiles with kotlinc and its JUnit trace-replay tests pass;
+- ios_demo's Swift package (EtamKit core, Swift 6 language mode) builds with `swift build` and its
+  XCTest targets pass with `swift test` (trace replays, public-API tests without @testable).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -118,8 +121,7 @@ def test_fixture_traces_cover_the_rules():
 
 
 def test_kotlin_tracker_core_junit():
-    if shutil.which("kotlinc") is None:
-        pytest.skip("kotlinc is not installed (apt-get install -y kotlin junit4; `make test` installs it in CI)")
+    _require_tool("kotlinc", "apt-get install -y kotlin junit4 (`make test` installs it)")
     if not Path("/usr/share/java/junit4.jar").exists():
         pytest.skip("JUnit 4 is not installed (apt-get install -y junit4)")
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "native_tests.sh")], capture_output=True, text=True,
@@ -129,3 +131,53 @@ def test_kotlin_tracker_core_junit():
     m = re.search(r"^OK \((\d+) tests?\)", out, re.M)
     assert m and int(m.group(1)) > 0, f"no JUnit OK summary:\n{out[-2000:]}"
     assert "TraceReplayTest" in out
+
+
+def _require_tool(name: str, hint: str):
+    """Skip where a native toolchain is missing, except in CI (CI=true), where that is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{name} is not installed on this CI machine; {hint}")
+        pytest.skip(f"{name} is not installed ({hint})")
+    return path
+
+
+def _swift(args, **kw):
+    """Run `swift <args>` in ios_demo with its build dir under ios_demo/.build (git-ignored)."""
+    swift = _require_tool("swift", "install a Swift 6 toolchain (swift.org) and put it on PATH")
+    return subprocess.run([swift, *args, "--package-path", str(ROOT / "ios_demo")], capture_output=True, text=True,
+                          timeout=1500, **kw)
+
+
+def test_swift_core_builds_in_swift6_mode():
+    manifest = (ROOT / "ios_demo" / "Package.swift").read_text()
+    assert "swift-tools-version:6" in manifest and "swiftLanguageModes: [.v6]" in manifest
+    proc = _swift(["build", "--build-tests"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"swift build failed:\n{out[-6000:]}"
+    warnings = [line for line in out.splitlines() if ": warning:" in line]
+    assert not warnings, "swift build warnings (Swift 6 concurrency checking):\n" + "\n".join(warnings[:20])
+
+
+def test_swift_xctest_trace_replays_and_public_api(tmp_path):
+    result = tmp_path / "device_result.json"
+    env = dict(os.environ, ETAM_DEVICE_RESULT_OUT=str(result))
+    proc = _swift(["test", "--disable-swift-testing"], env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"swift test failed:\n{out[-6000:]}"
+    summary = re.findall(r"Executed (\d+) tests?, with (\d+) failures?", out)
+    assert summary, f"no XCTest summary:\n{out[-3000:]}"
+    total, failures = map(int, summary[-1])
+    assert failures == 0 and total >= 25, f"XCTest ran {total} tests with {failures} failures"
+    for name in ("TraceReplayTests.testTrackerReplaysEveryTrace", "PublicAPITests", "CorrectionAndCameraTests", "BenchmarkTests"):
+        assert name in out, f"{name} did not run:\n{out[-3000:]}"
+    # The JSON the Swift core writes is a valid device result for benchmarks/merge_device_results.py.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from merge_device_results import device_row, load_device_result
+    finally:
+        sys.path.pop(0)
+    doc = load_device_result(result)
+    assert device_row(doc)["stages"]["image_encoder"] == 11.5
+    assert doc["model_load_ms"] > 0 and doc["frame_ms"]["trimmed_mean"] > 0
