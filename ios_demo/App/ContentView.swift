@@ -1,3 +1,4 @@
+import EtamCoreML
 import EtamKit
 import SwiftUI
 import UniformTypeIdentifiers
@@ -56,7 +57,7 @@ struct ContentView: View {
                 .frame(maxWidth: .infinity, alignment: .leading)
                 .padding(.horizontal)
             if session.numFrames > 1 {
-                Slider(value: Binding(get: { Double(session.frameIndex) }, set: { v in try? session.show(Int(v)) }),
+                Slider(value: Binding(get: { Double(session.frameIndex) }, set: { v in Task { try? await session.show(Int(v)) } }),
                        in: 0...Double(session.numFrames - 1), step: 1)
                     .padding(.horizontal)
                     .disabled(session.busy)
@@ -70,10 +71,13 @@ struct ContentView: View {
                 Button("Video") { pickingVideo = true }
                 Button("Camera") { session.startCamera() }
                 Button("Object \(session.currentObject)+") { session.newObject() }
-                Button("Track") { Task { await session.track() } }
+                Button("Track") { session.track() }
                 Button("Clear") { session.clear() }
             }
             .disabled(session.busy)
+            if session.busy {
+                Button("Stop") { session.stop() }
+            }
             HStack {
                 Picker("Compute", selection: $session.computeUnits) {
                     ForEach(ComputeUnits.allCases) { Text($0.rawValue).tag($0) }

@@ -1,4 +1,5 @@
 import CoreGraphics
+import EtamKit
 import Foundation
 
 /// CGImage <-> packed RGB bytes, and object-id maps -> a coloured overlay image.
@@ -21,6 +22,20 @@ enum ImageUtils {
             rgb[3 * i + 2] = rgba[4 * i + 2]
         }
         return rgb
+    }
+
+    /// Packed RGB -> CGImage for display.
+    static func cgImage(_ f: RGBFrame) -> CGImage? {
+        var rgba = [UInt8](repeating: 255, count: f.width * f.height * 4)
+        for i in 0..<(f.width * f.height) {
+            rgba[4 * i] = f.rgb[3 * i]
+            rgba[4 * i + 1] = f.rgb[3 * i + 1]
+            rgba[4 * i + 2] = f.rgb[3 * i + 2]
+        }
+        guard let provider = CGDataProvider(data: Data(rgba) as CFData) else { return nil }
+        return CGImage(width: f.width, height: f.height, bitsPerComponent: 8, bitsPerPixel: 32, bytesPerRow: f.width * 4,
+                       space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGBitmapInfo(rawValue: CGImageAlphaInfo.noneSkipLast.rawValue),
+                       provider: provider, decode: nil, shouldInterpolate: true, intent: .defaultIntent)
     }
 
     static let palette: [(UInt8, UInt8, UInt8)] = [(230, 25, 75), (60, 180, 75), (67, 99, 216), (245, 130, 49),

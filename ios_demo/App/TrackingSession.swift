@@ -1,10 +1,12 @@
 import CoreGraphics
+import EtamCoreML
 import EtamKit
 import Foundation
 import SwiftUI
 
-/// The app's state: models (loaded once), the open video or camera, the tracker, per-frame
-/// results, and the status line. Every failure becomes `message` (shown in red), never a crash.
+/// The app's state on the main actor: status, the displayed frame and overlay, per-frame
+/// results. Models, tracker and frame sources live in a TrackingEngine actor, so no model call
+/// runs on the main actor; results come back through @Sendable callbacks that hop here.
 @MainActor
 final class TrackingSession: ObservableObject {
     static let maxObjects = 4
@@ -28,15 +30,14 @@ final class TrackingSession: ObservableObject {
     @Published var marks: [(CGPoint, Int)] = []
 
     private var folder: URL?
-    private var runner: CoreMLStageRunner?
-    private var video: VideoFrameSource?
+    private var engine: TrackingEngine?
+    private var computeUnitReport: [String: [String: JSONValue]] = [:]
+    private var lowResSize = 0
+    private var video: (width: Int, height: Int)?
     private var camera: CameraFrameSource?
-    private var cameraFrame: CGImage?
-    private var cameraIndex = 0
-    private var cameraTracking = false
-    private var needsBegin = true
-    private var tracker: Tracker?
-    private var inputBuffer: [Float] = []
+    private let gate = StepGate()
+    private var work: Task<Void, Never>?
+    private var objectsWithPrompts = Set<Int>()
     private var clicks: [SIMD2<Float>] = []
     private var labels: [Int] = []
     private var box: [Float]?
@@ -48,7 +49,7 @@ final class TrackingSession: ObservableObject {
         isError = false
     }
 
-    private func fail(_ error: Error) {
+    func fail(_ error: Error) {
         status = (error as? EtamError)?.message ?? error.localizedDescription
         isError = true
     }
@@ -68,42 +69,23 @@ final class TrackingSession: ObservableObject {
         defer { busy = false }
         do {
             info("compiling models for \(computeUnits.rawValue) (first launch takes a while) ...")
-            let r = try await CoreMLStageRunner(folder: folder, computeUnits: computeUnits)
-            runner = r
-            inputBuffer = [Float](repeating: 0, count: 3 * r.manifest.imageSize * r.manifest.imageSize)
-            info("\(r.manifest.config) (\(r.manifest.precision), \(r.manifest.weightsDescription)) ready; open a video or the camera")
+            let runner = try await CoreMLStageRunner(folder: folder, computeUnits: computeUnits)
+            let manifest = runner.manifest
+            computeUnitReport = runner.computeUnitReport
+            let loadMs = runner.loadMilliseconds
+            engine = TrackingEngine(manifest: manifest, runner: runner, modelLoadMs: loadMs, stageLoadMs: runner.stageLoadMs)
+            lowResSize = manifest.tracker.lowResSize
+            info(String(format: "%@ (%@, %@) loaded in %.0f ms; open a video or the camera", manifest.config, manifest.precision,
+                        manifest.weightsDescription, loadMs))
         } catch {
-            runner = nil
+            engine = nil
             fail(error)
         }
     }
 
-    private func requireRunner() throws -> CoreMLStageRunner {
-        guard let r = runner else { throw EtamError.manifest("models are not loaded: \(status)") }
-        return r
-    }
-
-    private func makeTracker(numFrames: Int, width: Int, height: Int) throws {
-        let r = try requireRunner()
-        let manifest = r.manifest
-        tracker = try Tracker(runner: r, cfg: manifest.tracker, numFrames: numFrames, videoWidth: width, videoHeight: height,
-                              maxObjects: TrackingSession.maxObjects) { [unowned self] i in
-            let image: CGImage
-            if let v = self.video {
-                image = try v.frame(i)
-            } else if let c = self.cameraFrame {
-                image = c
-            } else {
-                throw EtamError.prompt("no frame available")
-            }
-            guard let rgb = ImageUtils.rgbBytes(image) else { throw EtamError.prompt("frame \(i) cannot be read") }
-            Preprocess.modelInput(rgb, width: image.width, height: image.height, manifest: manifest, into: &self.inputBuffer)
-            return self.inputBuffer
-        }
-        results = [:]
-        currentObject = 1
-        needsBegin = true
-        resetPrompt()
+    private func requireEngine() throws -> TrackingEngine {
+        guard let e = engine else { throw EtamError.manifest("models are not loaded: \(status)") }
+        return e
     }
 
     private func resetPrompt() {
@@ -113,19 +95,27 @@ final class TrackingSession: ObservableObject {
         marks = []
     }
 
+    private func resetResults() {
+        results = [:]
+        objectsWithPrompts = []
+        currentObject = 1
+        overlay = nil
+        resetPrompt()
+    }
+
     // ---- sources ------------------------------------------------------------------
     func openVideo(_ url: URL) async {
         stopCamera()
         do {
-            _ = try requireRunner()
-            let access = url.startAccessingSecurityScopedResource()
-            defer { if access { url.stopAccessingSecurityScopedResource() } }
-            let v = try await VideoFrameSource(url: url)
-            video = v
-            numFrames = v.numFrames
-            try makeTracker(numFrames: v.numFrames, width: v.width, height: v.height)
-            try show(0)
-            info("\(v.numFrames) frames \(v.width)x\(v.height): tap object 1, then Track")
+            let e = try requireEngine()
+            let v = try await VideoFrameSource(url: url)  // keeps the security-scoped access while it lives
+            let (n, w, h) = (v.numFrames, v.width, v.height)
+            try await e.open(v, maxObjects: TrackingSession.maxObjects)
+            video = (w, h)
+            numFrames = n
+            resetResults()
+            try await show(0)
+            info("\(n) frames \(w)x\(h): tap object 1, then Track")
         } catch {
             fail(error)
         }
@@ -133,17 +123,24 @@ final class TrackingSession: ObservableObject {
 
     func startCamera() {
         do {
-            _ = try requireRunner()
+            let e = try requireEngine()
             video = nil
-            let cam = CameraFrameSource()
-            cam.onFrame = { [weak self] image in
-                Task { @MainActor in self?.cameraFrame(image) }
+            numFrames = 0
+            resetResults()
+            let gate = self.gate
+            let cam = CameraFrameSource(gate: gate) { [weak self] f in
+                Task {
+                    defer { gate.leave() }
+                    do {
+                        let step = try await e.cameraStep(f)
+                        await self?.showCamera(f, index: step.index, result: step.result)
+                    } catch {
+                        await self?.fail(error)
+                    }
+                }
             }
             try cam.start()
             camera = cam
-            cameraIndex = 0
-            cameraTracking = false
-            tracker = nil
             info("camera: tap the object to track")
         } catch {
             fail(error)
@@ -151,31 +148,17 @@ final class TrackingSession: ObservableObject {
     }
 
     func stopCamera() {
-        camera?.stop()
+        guard let cam = camera else { return }
+        cam.stop()
         camera = nil
-        cameraTracking = false
+        if let e = engine { Task { await e.stopCamera() } }
     }
 
-    private func cameraFrame(_ image: CGImage) {
-        guard !busy else { return } // keep only the latest frame while a step runs
-        do {
-            if tracker == nil || tracker?.videoWidth != image.width || tracker?.videoHeight != image.height {
-                try makeTracker(numFrames: Int.max, width: image.width, height: image.height)
-            }
-            cameraIndex += 1
-            cameraFrame = image
-            frameIndex = cameraIndex
-            frame = image
-            guard cameraTracking, let t = tracker, !t.objects.isEmpty else { return }
-            if needsBegin {
-                try t.beginPropagation(start: cameraIndex)
-                needsBegin = false
-            }
-            render(try t.trackFrame(cameraIndex), width: image.width, height: image.height)
-        } catch {
-            cameraTracking = false
-            fail(error)
-        }
+    private func showCamera(_ f: RGBFrame, index: Int, result: FrameResult?) {
+        guard camera != nil else { return }
+        frameIndex = index
+        frame = ImageUtils.cgImage(f)
+        if let r = result { render(r, width: f.width, height: f.height) } else if objectsWithPrompts.isEmpty { overlay = nil }
     }
 
     // ---- prompts -------------------------------------------------------------------
@@ -183,96 +166,105 @@ final class TrackingSession: ObservableObject {
     func tap(_ point: CGPoint) {
         clicks.append(SIMD2<Float>(Float(point.x), Float(point.y)))
         labels.append(mode == .negative ? 0 : 1)
-        send()
+        Task { await send() }
     }
 
     func drag(from a: CGPoint, to b: CGPoint) {
         box = [Float(min(a.x, b.x)), Float(min(a.y, b.y)), Float(max(a.x, b.x)), Float(max(a.y, b.y))]
-        send()
+        Task { await send() }
     }
 
-    private func send() {
+    /// Prompt state (clicks, labels, box) is only touched here, on the main actor.
+    private func send() async {
+        guard !busy else { return }
+        let prompt = Prompt(points: clicks, labels: labels, box: box)
+        let (frame, obj) = (frameIndex, currentObject)
+        busy = true
+        defer { busy = false }
         do {
-            guard let t = tracker else { throw EtamError.prompt("open a video or the camera first") }
-            let prompt = Prompt(points: clicks, labels: labels, box: box)
-            do {
-                try Prompts.validate(frame: frameIndex, prompt: prompt, numFrames: t.numFrames, width: t.videoWidth, height: t.videoHeight)
-            } catch {
-                if !clicks.isEmpty { clicks.removeLast(); labels.removeLast() }
-                box = nil
-                throw error
-            }
-            let low = try t.addPrompt(frame: frameIndex, objId: currentObject, prompt: prompt)
-            needsBegin = true
-            if camera != nil { cameraTracking = true }
-            let ids = t.objIds
-            var all = [Float](repeating: -1024, count: ids.count * low.count)
-            if let k = ids.firstIndex(of: currentObject) { all.replaceSubrange(k * low.count..<(k + 1) * low.count, with: low) }
-            render(FrameResult(frame: frameIndex, objIds: ids, lowRes: all, lowResSize: t.cfg.lowResSize), width: t.videoWidth, height: t.videoHeight)
+            let e = try requireEngine()
+            let shown = try await e.addPrompt(frame: frame, objId: obj, prompt: prompt)
+            objectsWithPrompts.insert(obj)
+            let size = video ?? (self.frame.map { ($0.width, $0.height) } ?? (1, 1))
+            render(shown, width: size.0, height: size.1)
             marks = zip(clicks, labels).map { (CGPoint(x: CGFloat($0.0.x), y: CGFloat($0.0.y)), $0.1) }
-            info("object \(currentObject) on frame \(frameIndex): \(clicks.count) click(s)\(box != nil ? " + box" : "")")
+            info("object \(obj) on frame \(frame): \(clicks.count) click(s)\(box != nil ? " + box" : "")")
         } catch {
+            if !clicks.isEmpty { clicks.removeLast(); labels.removeLast() }
+            box = nil
             fail(error)
         }
     }
 
     func newObject() {
-        if let t = tracker, t.objects.count >= TrackingSession.maxObjects {
+        if objectsWithPrompts.count >= TrackingSession.maxObjects {
             return fail(EtamError.prompt("this app tracks at most \(TrackingSession.maxObjects) objects; press Clear to start over"))
         }
-        if let t = tracker, t.objects[currentObject] != nil { currentObject += 1 }
+        if objectsWithPrompts.contains(currentObject) { currentObject += 1 }
         resetPrompt()
         info("now prompting object \(currentObject)")
     }
 
     func clear() {
-        guard let t = tracker else { return }
-        do {
-            try makeTracker(numFrames: t.numFrames, width: t.videoWidth, height: t.videoHeight)
-            cameraTracking = false
-            overlay = nil
-            info("cleared")
-        } catch {
-            fail(error)
+        guard let e = engine else { return }
+        Task {
+            do {
+                try await e.clear()
+                resetResults()
+                info("cleared")
+            } catch {
+                fail(error)
+            }
         }
     }
 
     // ---- tracking and display -----------------------------------------------------------
-    func track() async {
-        guard let t = tracker, let v = video else { return fail(EtamError.prompt("open a video first (in camera mode tracking is live)")) }
+    /// Tracks on the engine actor from where the new prompts take effect: after a correction,
+    /// from the corrected frame onward (the correction is kept). Progress and masks are published
+    /// here frame by frame; Stop cancels.
+    func track() {
+        guard let e = engine, let v = video else { return fail(EtamError.prompt("open a video first (in camera mode tracking is live)")) }
         busy = true
-        defer { busy = false }
-        let start = DispatchTime.now().uptimeNanoseconds
-        var n = 0
-        do {
-            try t.propagate { r in
-                self.store(r)
-                n += 1
-                self.frameIndex = r.frame
-                self.status = "tracking frame \(r.frame + 1) / \(v.numFrames)"
-                return true
+        let total = numFrames
+        work = Task {
+            defer {
+                busy = false
+                work = nil
             }
-            needsBegin = false
-            resetPrompt()
-            try show(frameIndex)
-            let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(max(n, 1))
-            info(String(format: "tracked %d frames (%.0f ms/frame); scrub to review, tap to correct", n, ms))
-        } catch {
-            fail(error)
+            do {
+                let summary = try await e.propagate { [weak self] r in
+                    let q = r.lowRes.map { Int8(max(-127, min(127, $0 * 4))) }
+                    Task { @MainActor in self?.trackedFrame(r.frame, r.objIds, q, total: total) }
+                }
+                resetPrompt()
+                try await show(frameIndex)
+                let ms = summary.milliseconds / Double(max(summary.framesTracked, 1))
+                let what = summary.cancelled ? "stopped after" : "tracked"
+                info(String(format: "%@ %d frames from frame %d (%.0f ms/frame); scrub to review, tap to correct", what,
+                            summary.framesTracked, summary.start, ms))
+                _ = v
+            } catch {
+                fail(error)
+            }
         }
     }
 
-    private func store(_ r: FrameResult) {
-        results[r.frame] = (r.objIds, r.lowRes.map { Int8(max(-127, min(127, $0 * 4))) })
+    func stop() { work?.cancel() }
+
+    private func trackedFrame(_ frame: Int, _ ids: [Int], _ q: [Int8], total: Int) {
+        results[frame] = (ids, q)
+        frameIndex = frame
+        status = "tracking frame \(frame + 1) / \(total)"
     }
 
-    func show(_ i: Int) throws {
-        guard let v = video else { return }
+    func show(_ i: Int) async throws {
+        guard let e = engine, let v = video else { return }
         frameIndex = i
         resetPrompt()
-        frame = try v.frame(i)
-        if let (ids, q) = results[i], let t = tracker {
-            render(FrameResult(frame: i, objIds: ids, lowRes: q.map { Float($0) / 4 }, lowResSize: t.cfg.lowResSize), width: v.width, height: v.height)
+        let f = try await e.frame(i)
+        frame = ImageUtils.cgImage(f)
+        if let (ids, q) = results[i], lowResSize > 0 {
+            render(FrameResult(frame: i, objIds: ids, lowRes: q.map { Float($0) / 4 }, lowResSize: lowResSize), width: v.width, height: v.height)
         } else {
             overlay = nil
         }
@@ -289,18 +281,22 @@ final class TrackingSession: ObservableObject {
 
     func reloadModels() async {
         stopCamera()
-        tracker = nil
+        engine = nil
+        video = nil
+        numFrames = 0
+        resetResults()
         await loadModels()
     }
 
     func benchmark() async {
-        guard let r = runner, let folder = folder else { return fail(EtamError.manifest("models are not loaded: \(status)")) }
+        guard let e = engine, let folder = folder else { return fail(EtamError.manifest("models are not loaded: \(status)")) }
         stopCamera()
         busy = true
         defer { busy = false }
         do {
-            let out = try await BenchmarkRunner.run(folder: folder, runner: r, video: video, frames: 50, warmup: 5) { s in
-                Task { @MainActor in self.status = s }
+            let out = try await BenchmarkRunner.run(engine: e, folder: folder, computeUnits: computeUnits, computeUnitReport: computeUnitReport,
+                                                    frames: 50, warmup: 5) { [weak self] i, n in
+                Task { @MainActor in self?.status = "benchmark: frame \(i) / \(n)" }
             }
             info("benchmark written to Documents/\(out.lastPathComponent); share it from the Files app")
         } catch {

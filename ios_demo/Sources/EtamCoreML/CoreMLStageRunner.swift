@@ -1,9 +1,10 @@
 #if canImport(CoreML)
 import CoreML
+import EtamKit
 import Foundation
 
 /// Compute units the app offers (Core ML's MLComputeUnits, named as in the results JSON).
-public enum ComputeUnits: String, CaseIterable, Identifiable {
+public enum ComputeUnits: String, CaseIterable, Identifiable, Sendable {
     case all = "ALL"
     case cpuAndNeuralEngine = "CPU_AND_NE"
     case cpuAndGPU = "CPU_AND_GPU"
@@ -81,21 +82,45 @@ final class CoreMLStage {
         return result
     }
 
+    /// Dense row-major Floats of an output, read through its strides: Core ML may pad the last
+    /// dimension (the Neural Engine aligns rows), so the storage is not a flat copy.
     static func floats(_ arr: MLMultiArray) -> [Float] {
+        let shape = arr.shape.map { $0.intValue }, strides = arr.strides.map { $0.intValue }
         switch arr.dataType {
         case .float32:
-            return arr.withUnsafeBufferPointer(ofType: Float.self) { Array($0) }
+            return arr.withUnsafeBytes { raw in
+                let p = raw.bindMemory(to: Float.self)
+                return StridedCopy.dense(shape: shape, strides: strides) { p[$0] }
+            }
         case .float16:
             #if arch(arm64)
-            return arr.withUnsafeBufferPointer(ofType: Float16.self) { $0.map { Float($0) } }
+            return arr.withUnsafeBytes { raw in
+                let p = raw.bindMemory(to: Float16.self)
+                return StridedCopy.dense(shape: shape, strides: strides) { Float(p[$0]) }
+            }
             #else
-            return (0..<arr.count).map { arr[$0].floatValue }
+            return slowFloats(arr, shape: shape)
             #endif
         case .double:
-            return arr.withUnsafeBufferPointer(ofType: Double.self) { $0.map { Float($0) } }
+            return arr.withUnsafeBytes { raw in
+                let p = raw.bindMemory(to: Double.self)
+                return StridedCopy.dense(shape: shape, strides: strides) { Float(p[$0]) }
+            }
         default:
-            return (0..<arr.count).map { arr[$0].floatValue }
+            return slowFloats(arr, shape: shape)
         }
+    }
+
+    /// Subscripting by multi-index honours strides for any data type.
+    private static func slowFloats(_ arr: MLMultiArray, shape: [Int]) -> [Float] {
+        let count = shape.reduce(1, *)
+        var out = [Float](repeating: 0, count: count)
+        let dense = StridedCopy.denseStrides(shape)
+        for i in 0..<count {
+            let key = zip(dense, shape).map { NSNumber(value: (i / $0.0) % $0.1) }
+            out[i] = arr[key].floatValue
+        }
+        return out
     }
 }
 
@@ -106,20 +131,33 @@ public final class CoreMLStageRunner: StageRunner {
     private var stages: [String: CoreMLStage] = [:]
     /// Per-stage compiled model URLs (for MLComputePlan).
     public private(set) var compiledURLs: [String: URL] = [:]
+    /// Load (compile on first launch + MLModel load) time per stage and in all, milliseconds.
+    public private(set) var stageLoadMs: [String: Double] = [:]
+    public private(set) var loadMilliseconds: Double = 0
+    /// Where Core ML places each stage's ops (MLComputePlan), collected at load; empty before iOS 17.4.
+    public private(set) var computeUnitReport: [String: [String: JSONValue]] = [:]
 
-    /// `folder` is an export folder with manifest.json and the .mlpackage (or compiled .mlmodelc) files.
+    /// `folder` is an export folder with manifest.json and the .mlpackage (or compiled .mlmodelc)
+    /// files. Models from a coremltools version this app does not support are refused with the fix.
     public init(folder: URL, computeUnits: ComputeUnits) async throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
         manifest = try Manifest.load(folder: folder)
+        try manifest.requireProducer("coremltools", supported: Manifest.supportedCoreMLTools,
+                                     install: Manifest.recommendedCoreMLTools, runtime: "this iOS app")
         self.computeUnits = computeUnits
         let config = MLModelConfiguration()
         config.computeUnits = computeUnits.mlComputeUnits
         for name in Manifest.stageNames {
+            let s0 = DispatchTime.now().uptimeNanoseconds
             let spec = try manifest.stage(name)
             let rel = try manifest.artifact(name, target: "coreml")
             let url = try await CoreMLStageRunner.compiledModel(folder.appendingPathComponent(rel), stage: name)
             compiledURLs[name] = url
             stages[name] = try CoreMLStage(spec: spec, compiledURL: url, configuration: config)
+            stageLoadMs[name] = Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e6
         }
+        loadMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+        computeUnitReport = await CoreMLStageRunner.computePlanReport(compiledURLs, units: computeUnits)
     }
 
     /// An .mlmodelc next to the package (Xcode compiles resources) or a cached on-device compile.
@@ -188,11 +226,12 @@ public final class CoreMLStageRunner: StageRunner {
 
     /// Per stage: how many operations Core ML prefers to run on CPU / GPU / Neural Engine, and the
     /// share of estimated cost on each. Empty where the OS has no MLComputePlan (before iOS 17.4).
-    public func computeUnitReport() async -> [String: [String: Any]] {
+    /// Needs the iOS 17.4 / macOS 14.4 SDK (Xcode 15.3 or newer) to compile.
+    static func computePlanReport(_ compiledURLs: [String: URL], units: ComputeUnits) async -> [String: [String: JSONValue]] {
         guard #available(iOS 17.4, macOS 14.4, *) else { return [:] }
         let config = MLModelConfiguration()
-        config.computeUnits = computeUnits.mlComputeUnits
-        var out: [String: [String: Any]] = [:]
+        config.computeUnits = units.mlComputeUnits
+        var out: [String: [String: JSONValue]] = [:]
         for (name, url) in compiledURLs {
             do {
                 let plan = try await MLComputePlan.load(contentsOf: url, configuration: config)
@@ -211,9 +250,11 @@ public final class CoreMLStageRunner: StageRunner {
                         cost[device, default: 0] += plan.estimatedCost(of: op)?.weight ?? 0
                     }
                 }
-                out[name] = ["source": "MLComputePlan", "ops": counts, "cost_share": cost]
+                out[name] = ["source": .string("MLComputePlan"), "compute_units": .string(units.rawValue),
+                             "ops": .object(counts.mapValues { .number(Double($0)) }),
+                             "cost_share": .object(cost.mapValues { .number($0) })]
             } catch {
-                out[name] = ["source": "MLComputePlan", "error": error.localizedDescription]
+                out[name] = ["source": .string("MLComputePlan"), "error": .string(error.localizedDescription)]
             }
         }
         return out
