@@ -3,6 +3,10 @@ plugins {
     id("org.jetbrains.kotlin.android")
 }
 
+// Must match the exporter's executorch (setup.cfg pins executorch==1.4.1; manifest.json records it and
+// the app refuses .pte files from other versions): ExecuTorch promises no forward compatibility of .pte files.
+val executorchVersion = "1.4.1"
+
 android {
     namespace = "org.etam.demo"
     compileSdk = 34
@@ -13,6 +17,7 @@ android {
         targetSdk = 34
         versionCode = 1
         versionName = "0.1.0"
+        buildConfigField("String", "EXECUTORCH_VERSION", "\"$executorchVersion\"")
         ndk {
             abiFilters += listOf("arm64-v8a")
         }
@@ -38,7 +43,6 @@ android {
     }
 }
 
-val executorchVersion = "1.0.1"
 val cameraxVersion = "1.3.4"
 
 dependencies {

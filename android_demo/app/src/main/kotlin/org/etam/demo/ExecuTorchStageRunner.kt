@@ -50,10 +50,17 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
     }
 
     private val stages: Map<String, Stage>
+    /** Milliseconds to load each stage's program and its forward method (done here, at start-up). */
+    val stageLoadMs = LinkedHashMap<String, Double>()
+    val loadMs: Double
 
     init {
+        manifest.requireProducer("executorch", Manifest.SUPPORTED_EXECUTORCH, Manifest.RECOMMENDED_EXECUTORCH,
+            "this app (executorch-android ${BuildConfig.EXECUTORCH_VERSION})")
+        val t0 = System.nanoTime()
         val loaded = LinkedHashMap<String, Stage>()
         for (name in Manifest.STAGES) {
+            val s0 = System.nanoTime()
             val file = File(folder, manifest.artifact(name, target))
             if (!file.isFile) throw ModelException("${file.name} is missing from ${folder.path}; copy the whole export folder again")
             val module = try {
@@ -61,9 +68,20 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
             } catch (t: Throwable) {
                 throw ModelException("${file.name} could not be loaded (${t.message}); it needs a $target runtime matching the exporter")
             }
+            // Module.load only maps the file; loading the method here makes a bad .pte fail at start-up, not at the first tap.
+            val rc = try {
+                module.loadMethod("forward")
+            } catch (t: Throwable) {
+                throw ModelException("${file.name}: its forward method could not be loaded (${t.message}); re-export with executorch ${Manifest.RECOMMENDED_EXECUTORCH}")
+            }
+            if (rc != 0) {
+                throw ModelException("${file.name}: loading its forward method failed (ExecuTorch error 0x${Integer.toHexString(rc)}); re-export with executorch ${Manifest.RECOMMENDED_EXECUTORCH}")
+            }
             loaded[name] = Stage(name, module, manifest.stage(name).inputs)
+            stageLoadMs[name] = (System.nanoTime() - s0) / 1e6
         }
         stages = loaded
+        loadMs = (System.nanoTime() - t0) / 1e6
     }
 
     private fun stage(name: String) = stages.getValue(name)

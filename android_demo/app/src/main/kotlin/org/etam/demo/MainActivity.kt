@@ -192,12 +192,18 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
                 .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
                 .build()
             analysis.setAnalyzer(worker) { image ->
-                val bmp = image.toBitmap()
+                val rotation = image.imageInfo.rotationDegrees
+                val raw = image.toBitmap()
                 image.close()
+                // The sensor is landscape: turn the frame upright, as the user sees it.
+                val bmp = if (rotation == 0) raw else Bitmap.createBitmap(raw, 0, 0, raw.width, raw.height,
+                    android.graphics.Matrix().apply { postRotate(rotation.toFloat()) }, true)
                 onCameraFrame(bmp)
             }
             val previewUse = Preview.Builder().build().also { it.setSurfaceProvider(preview.surfaceProvider) }
             provider.unbindAll()
+            // The Preview use case needs a laid-out, visible PreviewView to get a surface.
+            preview.visibility = android.view.View.VISIBLE
             provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, previewUse, analysis)
             cameraMode = true
             video?.close()
@@ -214,7 +220,10 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
 
     private fun stopCamera() {
         if (!cameraMode) return
-        main.post { ProcessCameraProvider.getInstance(this).get().unbindAll() }
+        main.post {
+            ProcessCameraProvider.getInstance(this).get().unbindAll()
+            preview.visibility = android.view.View.INVISIBLE
+        }
         cameraMode = false
     }
 
@@ -254,7 +263,12 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         resetPrompt()
     }
 
+    /** Prompt state (clicks, labels, box) lives on the UI thread only; worker callers post here. */
     private fun resetPrompt() {
+        if (android.os.Looper.myLooper() != android.os.Looper.getMainLooper()) {
+            main.post { resetPrompt() }
+            return
+        }
         clicks.clear()
         clickLabels.clear()
         box = null

@@ -84,8 +84,24 @@ class Manifest(
     val tracker: TrackerConfig,
     val stages: Map<String, StageSpec>,
     val checksums: Map<String, String>,
-    val weightsDescription: String
+    val weightsDescription: String,
+    /** Package -> version that wrote the artifacts (`artifact_producers`, else `tool.versions`). */
+    val producers: Map<String, String> = emptyMap()
 ) {
+    /**
+     * Refuse artifacts written by a `pkg` version this app's runtime does not read, with the fix.
+     * `supported` are version prefixes ("1.4." accepts 1.4.0 and 1.4.1).
+     */
+    fun requireProducer(pkg: String, supported: List<String>, install: String, runtime: String) {
+        val accepted = supported.joinToString(" or ") { it + "x" }
+        val v = producers[pkg] ?: throw ManifestException("manifest.json does not record which $pkg version wrote the models, " +
+            "and $runtime only reads models from $pkg $accepted; re-export with this etam-mobile and `pip install $pkg==$install`")
+        if (supported.none { ("$v.").startsWith(it) }) {
+            throw ManifestException("the models were written by $pkg $v, but $runtime only reads models from $pkg $accepted " +
+                "(ExecuTorch promises no forward compatibility of .pte files); re-export with `pip install $pkg==$install`")
+        }
+    }
+
     /** Targets (executorch, coreml, ...) for which every stage has an artifact. */
     val completeTargets: List<String>
         get() = stages.values.first().artifacts.keys.filter { t -> stages.values.all { it.artifacts.containsKey(t) } }
@@ -175,10 +191,27 @@ class Manifest(
             }
             val m = Manifest(root.int("format_version"), root.string("config"),
                 if (root.has("precision")) root.string("precision") else "unknown", tracker.imageSize, mean, std,
-                pre.double("scale"), tracker, stages, checks, wdesc)
+                pre.double("scale"), tracker, stages, checks, wdesc, producerVersions(root))
             m.checkShapes(source)
             return m
         }
+
+        private fun producerVersions(root: JsonObject): Map<String, String> {
+            val out = LinkedHashMap<String, String>()
+            if (root.has("tool")) {
+                val versions = root.obj("tool").map["versions"]
+                if (versions is Map<*, *>) for ((k, v) in versions) if (k is String && v is String) out[k] = v
+            }
+            if (root.has("artifact_producers")) {
+                val p = root.obj("artifact_producers")
+                for (k in p.map.keys) out[k] = p.string(k)
+            }
+            return out
+        }
+
+        /** The executorch versions whose .pte files the app's executorch-android runtime reads. */
+        val SUPPORTED_EXECUTORCH = listOf("1.4.")
+        const val RECOMMENDED_EXECUTORCH = "1.4.1"
 
         private fun specs(st: JsonObject, key: String): List<TensorSpec> = st.objects(key).map {
             TensorSpec(it.string("name"), it.intArray("shape"), it.string("dtype"))

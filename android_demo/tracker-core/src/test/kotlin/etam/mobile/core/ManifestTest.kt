@@ -94,4 +94,23 @@ class ManifestTest {
             tmp.deleteRecursively()
         }
     }
+
+    private fun producerMessage(text: String): String = try {
+        Manifest.parse(text, "manifest.json").requireProducer("executorch", Manifest.SUPPORTED_EXECUTORCH,
+            Manifest.RECOMMENDED_EXECUTORCH, "this Android app (executorch-android 1.4.1)")
+        ""
+    } catch (e: ManifestException) {
+        e.message!!
+    }
+
+    @Test
+    fun unsupportedExecutorchIsRefusedWithTheFix() {
+        assertEquals("", producerMessage(sample))
+        val old = producerMessage(sample.replace("\"executorch\": \"1.4.1\"", "\"executorch\": \"1.0.1\""))
+        assertTrue(old, old.contains("executorch 1.0.1") && old.contains("pip install executorch==1.4.1"))
+        val newer = producerMessage(sample.replace("\"executorch\": \"1.4.1\"", "\"executorch\": \"1.41.0\""))
+        assertTrue(newer, newer.contains("1.41.0"))
+        val none = producerMessage(sample.replace("\"executorch\": \"1.4.1\",", ""))
+        assertTrue(none, none.contains("does not record") && none.contains("re-export"))
+    }
 }
