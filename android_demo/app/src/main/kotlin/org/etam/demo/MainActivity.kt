@@ -145,7 +145,8 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
             runner = ExecuTorchStageRunner(loaded.folder, loaded.manifest)
             models = loaded
             preprocessor = BitmapPreprocessor(loaded.manifest)
-            info("${loaded.manifest.config} (${loaded.manifest.precision}, ${loaded.manifest.weightsDescription}) ready; open a video or the camera")
+            info("${loaded.manifest.config} (${loaded.manifest.precision}, ${loaded.manifest.weightsDescription}) loaded in " +
+                "%.0f ms; open a video or the camera".format(runner!!.loadMs))
         } catch (e: ManifestException) {
             error(e.message ?: "unusable export folder")
         } catch (e: ModelException) {
