@@ -94,7 +94,8 @@ def test_track_into_an_empty_folder_is_fine(clip, tmp_path, capsys):
     out = tmp_path / "empty"
     out.mkdir()
     code, err = track(capsys, clip, out)
-    assert code == 0, err and (out / "track.json").is_file()
+    assert code == 0, err
+    assert (out / "track.json").is_file()
 
 
 def test_trace_path_rules(clip, tmp_path, capsys):
