@@ -8,8 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .atomic import OutputError
 from .checkpoint import CheckpointError
 from .configs import OFFICIAL_CONFIGS
+from .signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, handle_signals
 
 EXIT_BAD_INPUT = 2
 
@@ -18,7 +20,7 @@ def _user_errors():
     from .runtime.frames import FrameError
     from .runtime.tracker import PromptError
 
-    errors = [CheckpointError, FrameError, PromptError, FileExistsError, FileNotFoundError]
+    errors = [CheckpointError, FrameError, PromptError, FileExistsError, FileNotFoundError, OutputError]
     try:
         from .runtime.exported import ArtifactError
 
@@ -62,12 +64,13 @@ def build_backend(args):
 
 
 def cmd_track(args) -> int:
-    from .runtime.pipeline import track_video
+    from .runtime.pipeline import check_outputs, track_video
 
+    check_outputs(args.out, args.trace, args.force)  # before the model is loaded
     backend = build_backend(args)
     summary = track_video(
         backend, args.frames, args.prompts, args.out, save_logits=args.save_logits,
-        overlay=args.overlay, trace=args.trace, quiet=args.quiet,
+        overlay=args.overlay, trace=args.trace, quiet=args.quiet, force=args.force,
     )
     print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
     return 0
@@ -118,6 +121,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-logits", action="store_true", help="write OUT/logits.npz at frame resolution")
     p.add_argument("--overlay", action="store_true", help="write OUT/overlay.gif with coloured masks")
     p.add_argument("--trace", help="write a conformance trace JSON (see etam_mobile/runtime/TRACE.md)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier track output in --out (wholly) and an earlier --trace file")
     p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("configs", help="list the official configs")
@@ -147,13 +152,18 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with handle_signals():  # SIGTERM unwinds like Ctrl-C: partial output is removed
+            return args.func(args)
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written to the output folder", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        if getattr(exc, "completed", False):
+            print(f"interrupted ({name}) just after the output was completely written", file=sys.stderr)
+        else:
+            print(f"interrupted ({name}); nothing was written to the output folder", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
 
 
 if __name__ == "__main__":

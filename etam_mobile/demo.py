@@ -55,7 +55,8 @@ def run_demo(out: Path, quiet: bool = False, export: bool = True) -> None:
     cfg = get_config(DEMO_CONFIG)
     model, weights = load_model(cfg, None, seed=0)
     summary = track_video(EagerBackend(model), clip, out / "prompts.json", out / "track",
-                          save_logits=True, overlay=True, trace=str(out / "track" / "trace.json"), quiet=quiet)
+                          save_logits=True, overlay=True, trace=str(out / "track" / "trace.json"), quiet=quiet,
+                          force=True)
     print(f"demo: tracked {len(summary['objects'])} objects over {summary['frames']} frames -> {out / 'track'}")
     if not export:
         return
@@ -67,7 +68,7 @@ def run_demo(out: Path, quiet: bool = False, export: bool = True) -> None:
                  quiet=quiet, force=True)
     print(f"demo: exported all stages -> {out / 'export'}")
     track_video(open_backend("executorch", out / "export", config=cfg.name), clip, out / "prompts.json",
-                out / "track_executorch", save_logits=True, quiet=quiet)
+                out / "track_executorch", save_logits=True, quiet=quiet, force=True)
     eager = np.load(out / "track" / "logits.npz")["logits"] > 0
     exported = np.load(out / "track_executorch" / "logits.npz")["logits"] > 0
     inter = np.logical_and(eager, exported).sum(axis=(2, 3))

@@ -2,22 +2,22 @@
 
 For each stage of `contracts.STAGES`: torch.export once, then each target writes its
 artifact, reads it back and compares it with eager PyTorch on realistic example inputs
-(`verify`). Everything goes to a hidden temporary folder next to OUT that replaces OUT
-only when all stages, checks and the manifest are done, so OUT is never half-written.
+(`verify`). Everything goes to a hidden partial folder next to OUT that replaces OUT
+only when all stages, checks and the manifest are done, so OUT is never half-written
+(etam_mobile/atomic.py: --force replaces only an earlier export; stale partial folders go).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from etam_mobile import atomic
 from etam_mobile.contracts import STAGES, Capacities, stage_specs
 from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, producer_versions, write_manifest
+from etam_mobile.testhooks import fault_point
 
 from . import coreml, executorch, onnx
 from .common import (DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, artifact_size, example_inputs,
@@ -59,27 +59,11 @@ def is_export_folder(path: Path) -> bool:
 
 
 def check_destination(out: Path, force: bool) -> None:
-    """Refuse to replace something that is not ours (or ours, without force)."""
-    if not out.exists():
-        return
-    if out.is_dir() and not any(out.iterdir()):
-        return
-    if force:
-        return
-    if is_export_folder(out):
-        raise ExportError(f"{out} already holds an export; pass --force (force=True) to replace it")
-    raise ExportError(f"{out} exists and is not an export folder (no {MANIFEST_NAME}); choose another --out, "
-                      "or pass --force to replace it")
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists() or out.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Refuse to replace something that is not ours (even with force), or ours without force."""
+    try:
+        atomic.check_destination(Path(out), force, "an export", is_export_folder, MANIFEST_NAME)
+    except atomic.OutputError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def torch_export(module: torch.nn.Module, inputs: list, stage: str):
@@ -124,7 +108,6 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     precision = check_precision(precision)
     out = Path(out)
     check_destination(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
     cfg, caps = model.cfg, capacities
     weights = dict(weights_info or getattr(model, "weights_info", None) or {"source": "not recorded by the caller"})
     log = _Log(quiet)
@@ -133,10 +116,12 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     specs = stage_specs(cfg, caps)
     examples = example_inputs(cfg, caps, stages)
     artifacts, reports = {}, {}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    atomic.clean_stale(out)
+    tmp = None
     t_all = time.perf_counter()
     log(f"exporting {cfg.name} ({', '.join(targets)}, {precision}) -> {out}")
     try:
+        tmp = atomic.make_partial(out)
         for i, stage in enumerate(STAGES, 1):
             spec, inputs = specs[stage], examples[stage]
             ref = run_eager(reference[stage], inputs)
@@ -151,6 +136,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                 log(line)
                 artifacts[stage][target] = rel
                 reports[stage][target] = info
+            fault_point("export:stage")
         checksums = {rel: artifact_sha256(tmp / rel) for per in artifacts.values() for rel in per.values()}
         extra = {
             "exporter": "etam_export",
@@ -164,9 +150,13 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
         doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra,
                              producers=producer_versions(targets, extra["versions"]))
         write_manifest(tmp, doc)
-        _move_into_place(tmp, out)
+        fault_point("export:manifest")
+        atomic.commit(tmp, out)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_partial(tmp)
+        full = atomic.disk_full_error(exc, out) if isinstance(exc, Exception) else None
+        if full is not None:
+            raise ExportError(str(full)) from exc
         if isinstance(exc, (ExportError, KeyboardInterrupt)):
             raise
         raise ExportError(f"{type(exc).__name__}: {exc}") from exc

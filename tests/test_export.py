@@ -231,9 +231,9 @@ def test_destination_rules(tmp_path):
     other = tmp_path / "photos"
     other.mkdir()
     (other / "a.jpg").write_bytes(b"x")
-    with pytest.raises(ExportError, match="not an export folder.*--force"):
-        check_destination(other, force=False)
-    check_destination(other, force=True)
+    for force in (False, True):  # --force replaces only an earlier export, never a user's folder
+        with pytest.raises(ExportError, match="not an export.*--force only replaces"):
+            check_destination(other, force=force)
     prev = tmp_path / "prev"
     prev.mkdir()
     (prev / "manifest.json").write_text("{}")

@@ -1,6 +1,8 @@
 """Writing tracking results: palette mask PNGs, video-resolution logits, an overlay GIF."""
 from __future__ import annotations
 
+import errno
+import os
 import zipfile
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def label_map(logits: np.ndarray, obj_ids: list) -> np.ndarray:
     return np.where(fg, ids[best], 0).astype(np.uint8)
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a (memory-mapped, sparse) file's blocks now: writing a page of a sparse map on a
+    full disk kills the process with SIGBUS, whereas this fails cleanly with ENOSPC up front."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except (AttributeError, OSError) as exc:
+            if not isinstance(exc, AttributeError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
+
 class ResultWriter:
     """Streams per-frame results into `folder` (masks/, optional logits.npz and overlay.gif)."""
 
@@ -58,6 +71,7 @@ class ResultWriter:
             self.logits = np.lib.format.open_memmap(
                 self._npy, mode="w+", dtype=np.float32, shape=(num_frames, len(obj_ids), height, width)
             )
+            _reserve(self._npy)
             self.logits[:] = -1024.0
         self.overlay_source = overlay_source
         self.overlay_frames = []

@@ -1,18 +1,21 @@
 """Track a video from a prompt file into an output folder (what `etam-mobile track` does).
 
-All inputs are validated before the first frame is processed, and results are written
-into a temporary folder that replaces the output only when tracking finished, so a
-failure never leaves a half-written result behind.
+All inputs and destinations are validated before the first frame is processed, and results
+are written into a partial folder that replaces the output only when tracking finished
+(etam_mobile/atomic.py), so a failure or a kill never leaves a half-written result behind.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from ..atomic import (OWNER_FILE, check_destination, check_file_destination, clean_stale, commit,
+                      disk_full_error, make_partial, remove_partial)
 from ..preprocess import preprocess_frame
+from ..signals import deferred_signals
+from ..testhooks import fault_point
 from .frames import open_frames
 from .outputs import ResultWriter, to_video_res
 from .progress import Progress
@@ -20,18 +23,55 @@ from .prompts import check_against_video, load_prompts
 from .tracker import Tracker
 
 
-def track_video(backend, frames, prompts, out, save_logits=False, overlay=False, trace=None, quiet=False) -> dict:
-    """Returns a summary dict; writes OUT/masks/*.png (+ logits.npz, overlay.gif, trace)."""
+TRACK_MARKER = "track.json"  # marks a folder as a `track` output (so --force may replace it)
+TRACE_FORMAT = "etam-trace"
+
+
+def is_track_output(path: Path) -> bool:
+    try:
+        return json.loads((Path(path) / TRACK_MARKER).read_text()).get("format") == "etam-track-output"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_trace_file(path: Path) -> bool:
+    """A trace this tool wrote: its first bytes are `{"format": "etam-trace"` (json.dumps keeps key order)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return head.replace(b" ", b"").replace(b"\n", b"").startswith(b'{"format":"%s"' % TRACE_FORMAT.encode())
+
+
+def check_outputs(out, trace=None, force: bool = False) -> None:
+    """Refuse destinations before any work: OUT (and --trace PATH) must be new, empty, or ours with force."""
+    out = Path(out)
+    check_destination(out, force, "a track output", is_track_output, TRACK_MARKER)
+    if trace and Path(trace).resolve() != (out / "trace.json").resolve():
+        check_file_destination(Path(trace), force, "a trace file", is_trace_file, "--trace")
+
+
+def track_video(backend, frames, prompts, out, save_logits=False, overlay=False, trace=None, quiet=False,
+                force=False) -> dict:
+    """Returns a summary dict; writes OUT/masks/*.png, OUT/track.json (+ logits.npz, overlay.gif, trace).
+
+    An existing OUT is replaced only if it is an earlier track output and `force` is set.
+    """
+    out = Path(out)
+    check_outputs(out, trace, force)
     source = open_frames(frames)
     prompt_list = load_prompts(prompts) if not isinstance(prompts, list) else prompts
     n, h, w = len(source), source.height, source.width
     check_against_video(prompt_list, n, w, h)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} exists and is not a folder; choose another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    trace_path = Path(trace) if trace and Path(trace).resolve() != (out / "trace.json").resolve() else None
+    clean_stale(out)
+    if trace_path is not None:
+        clean_stale(trace_path)
+    tmp = trace_tmp = None
     try:
+        tmp = make_partial(out)
+        fault_point("track:start")
         records = [] if trace else None
         size = backend.cfg.image_size
         tracker = Tracker(backend, n, (h, w), lambda i: preprocess_frame(source.rgb(i), size).numpy(), trace=records)
@@ -46,30 +86,32 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
         for frame_idx, ids, low_res in tracker.propagate():
             writer.write(frame_idx, to_video_res(low_res, h, w))
             bar.update()
+            fault_point("track:frame")
         writer.finish(n)
         if trace:
-            doc = {"format": "etam-trace", "version": 1, "config": backend.cfg.name,
+            doc = {"format": TRACE_FORMAT, "version": 1, "config": backend.cfg.name,
                    "capacities": backend.capacities.to_dict(backend.cfg), "num_frames": n,
                    "video_size": [w, h], "obj_ids": obj_ids, "records": records}
             Path(tmp / "trace.json").write_text(json.dumps(doc, indent=1))
-        _move_into_place(tmp, out)
+        files = sorted(p.name for p in tmp.iterdir() if p.name != OWNER_FILE) + [TRACK_MARKER]
+        marker = {"format": "etam-track-output", "version": 1, "config": backend.cfg.name, "frames": n,
+                  "obj_ids": obj_ids, "video_size": [w, h], "files": sorted(files)}
+        (tmp / TRACK_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        if trace_path is not None:
+            trace_tmp = make_partial(trace_path)
+            shutil.copyfile(tmp / "trace.json", trace_tmp / trace_path.name)
+        fault_point("track:finished")
+        with deferred_signals():  # OUT and --trace are swapped in together or not at all
+            commit(tmp, out)
+            if trace_tmp is not None:
+                os.replace(trace_tmp / trace_path.name, trace_path)
+                remove_partial(trace_tmp)
+    except OSError as exc:
+        err = disk_full_error(exc, out)
+        if err is None:
+            raise
+        raise err from exc
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if trace and Path(trace) != out / "trace.json":
-        Path(trace).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "trace.json", trace)
+        remove_partial(tmp)
+        remove_partial(trace_tmp)
     return {"frames": n, "objects": obj_ids, "out": str(out), "start_frame": start}
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for item in tmp.iterdir():
-        dest = out / item.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        elif dest.exists():
-            dest.unlink()
-        os.replace(item, dest)
