@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .argtypes import OneLineParser, positive_int, seed_int
 from .checkpoint import CheckpointError
 from .configs import OFFICIAL_CONFIGS
 
@@ -16,9 +17,10 @@ EXIT_BAD_INPUT = 2
 
 def _user_errors():
     from .runtime.frames import FrameError
+    from .runtime.paths import OutputError
     from .runtime.tracker import PromptError
 
-    errors = [CheckpointError, FrameError, PromptError, FileExistsError, FileNotFoundError]
+    errors = [CheckpointError, FrameError, PromptError, OutputError, FileExistsError, FileNotFoundError]
     try:
         from .runtime.exported import ArtifactError
 
@@ -63,11 +65,13 @@ def build_backend(args):
 
 def cmd_track(args) -> int:
     from .runtime.pipeline import track_video
+    from .runtime.prompts import load_prompts
 
+    prompts = load_prompts(args.prompts)  # a bad prompt file fails before the model is loaded
     backend = build_backend(args)
     summary = track_video(
-        backend, args.frames, args.prompts, args.out, save_logits=args.save_logits,
-        overlay=args.overlay, trace=args.trace, quiet=args.quiet,
+        backend, args.frames, prompts, args.out, save_logits=args.save_logits,
+        overlay=args.overlay, trace=args.trace, quiet=args.quiet, logits_dtype=args.logits_dtype,
     )
     print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
     return 0
@@ -99,14 +103,14 @@ def cmd_demo(args) -> int:
 def _add_model_args(p, backend_choices=("eager", "executorch", "onnx", "coreml")):
     p.add_argument("--config", help=f"official config name: {', '.join(OFFICIAL_CONFIGS)}")
     p.add_argument("--checkpoint", help="official .pt checkpoint (default: synthetic weights, outputs meaningless)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights when no checkpoint is given")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the synthetic weights when no checkpoint is given")
     p.add_argument("--backend", default="eager", choices=backend_choices)
     p.add_argument("--artifacts", help="export folder with manifest.json (for exported backends)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="etam-mobile", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="etam-mobile", description=__doc__.splitlines()[0])
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -115,7 +119,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered) or a video file")
     p.add_argument("--prompts", required=True, help="PROMPTS.json (see README)")
     p.add_argument("--out", required=True, help="output folder (masks/*.png, logits.npz, overlay.gif)")
-    p.add_argument("--save-logits", action="store_true", help="write OUT/logits.npz at frame resolution")
+    p.add_argument("--save-logits", action="store_true",
+                   help="write OUT/logits.npz at frame resolution (its size is printed before tracking)")
+    p.add_argument("--logits-dtype", default="float32", choices=("float32", "float16"),
+                   help="dtype of OUT/logits.npz; float16 halves the file (default float32)")
     p.add_argument("--overlay", action="store_true", help="write OUT/overlay.gif with coloured masks")
     p.add_argument("--trace", help="write a conformance trace JSON (see etam_mobile/runtime/TRACE.md)")
     p.set_defaults(func=cmd_track)

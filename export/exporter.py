@@ -18,6 +18,7 @@ import torch
 
 from etam_mobile.contracts import STAGES, Capacities, stage_specs
 from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, write_manifest
+from etam_mobile.runtime.paths import make_partial_dir
 
 from . import coreml, executorch, onnx
 from .common import (DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, artifact_size, example_inputs,
@@ -133,7 +134,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     specs = stage_specs(cfg, caps)
     examples = example_inputs(cfg, caps, stages)
     artifacts, reports = {}, {}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = make_partial_dir(out.parent, out.name)
     t_all = time.perf_counter()
     log(f"exporting {cfg.name} ({', '.join(targets)}, {precision}) -> {out}")
     try:
