@@ -36,6 +36,13 @@ def _user_errors():
     return tuple(errors)
 
 
+def error_line(exc: Exception) -> str:
+    """`error: <problem>; <fix>` as exactly one line, whatever the message quotes (a file name
+    may hold a newline)."""
+    text = str(exc).strip() or type(exc).__name__
+    return "error: " + text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _config(name: str):
     from .configs import get_config
 
@@ -156,7 +163,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except _user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; nothing was written to the output folder", file=sys.stderr)

@@ -29,6 +29,9 @@ BACKEND_TARGETS = {"executorch": ("executorch", "executorch-coreml"), "onnx": ("
 _PACKAGE = {"executorch": ("executorch.runtime", "executorch"), "onnx": ("onnxruntime", "onnxruntime"),
             "coreml": ("coremltools", "coremltools")}
 _NP_DTYPE = {"float32": np.float32, "int32": np.int32}
+# Sanity bounds on a manifest's capacities (exports use 8 and 2 by default).
+MAX_POINT_SLOTS = 1024
+MAX_COND_SLOTS = 1024
 
 
 class ArtifactError(ValueError):
@@ -253,10 +256,14 @@ def _check_contract(doc: dict, folder: Path) -> None:
     caps = doc["capacities"]
     try:
         c = Capacities(points=int(caps["points"]), cond_frames=int(caps["cond_frames"]))
-    except (KeyError, TypeError, ValueError):
-        raise ArtifactError(f"{folder}/manifest.json has bad capacities {caps!r}; re-export it") from None
+        if not (3 <= c.points <= MAX_POINT_SLOTS and 2 <= c.cond_frames <= MAX_COND_SLOTS):
+            raise ValueError
+    except (KeyError, TypeError, ValueError, OverflowError):
+        shown = repr(caps) if len(repr(caps)) <= 80 else repr(caps)[:77] + "..."
+        raise ArtifactError(f"{folder}/manifest.json has bad capacities {shown}; re-export it") from None
     if caps != c.to_dict(cfg):
-        raise ArtifactError(f"{folder}/manifest.json capacities {caps} do not match this etam-mobile's rules; re-export it")
+        raise ArtifactError(f"{folder}/manifest.json capacities do not follow this etam-mobile's rules for "
+                            f"{cfg.name} (expected {c.to_dict(cfg)}); re-export it")
     for name, spec in stage_specs(cfg, c).items():
         st = doc["stages"].get(name)
         if st is None or st.get("inputs") != spec.to_dict()["inputs"] or st.get("outputs") != spec.to_dict()["outputs"]:
