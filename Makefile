@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SWIFT_BIN := $(firstword $(wildcard /opt/swift/usr/bin))
 export PATH := $(if $(SWIFT_BIN),$(SWIFT_BIN):,)$(PATH)
 
-.PHONY: install native-deps demo test test-slow traces clean
+.PHONY: install native-deps demo test test-slow traces fuzz clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,5 +40,18 @@ traces: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
+# Coverage-guided fuzzing of the input parsers (prompt files, manifests, frame folders) with
+# atheris, FUZZ_SECONDS per target; crashes land in fuzz-out/ (the bounded run is in `make test`).
+FUZZ_SECONDS ?= 120
+$(VENV)/.fuzz: $(STAMP)
+	$(BIN)/pip install -q -e '.[fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.fuzz
+	mkdir -p fuzz-out
+	set -e; for t in prompts manifest frames; do \
+	  (cd fuzz-out && ../$(BIN)/python ../tests/fuzz/atheris_fuzz.py $$t -max_total_time=$(FUZZ_SECONDS) \
+	     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1); done
+
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out fuzz-out

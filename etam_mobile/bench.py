@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import non_negative_int, positive_int
 from .contracts import STAGES
 
 SCHEMA = "etam-bench"
@@ -899,11 +900,11 @@ def register(sub, add_model_args) -> None:
     add_model_args(p)
     p.add_argument("--backends", default="eager,executorch,onnx",
                    help=f"comma-separated, from {', '.join(BENCH_BACKENDS)} (default eager,executorch,onnx)")
-    p.add_argument("--frames", type=int, default=8, help="clip length; frame 0 is prompted, the rest tracked (default 8)")
-    p.add_argument("--warmup", type=int, default=2, help="frames tracked once before timing, not counted (default 2)")
+    p.add_argument("--frames", type=positive_int, default=8, help="clip length; frame 0 is prompted, the rest tracked (default 8)")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="frames tracked once before timing, not counted (default 2)")
     p.add_argument("--scaling", default="eager,executorch",
                    help="backends for the memory-attention scaling table (eager, executorch) or 'none'")
-    p.add_argument("--scaling-reps", type=int, default=3, help="timed calls per scaling point (default 3)")
+    p.add_argument("--scaling-reps", type=positive_int, default=3, help="timed calls per scaling point (default 3)")
     p.add_argument("--in-process", action="store_true",
                    help="run every backend in this process (faster; peak RSS is then not per backend)")
     p.add_argument("--json", help="write the results JSON here")

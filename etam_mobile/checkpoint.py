@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -80,12 +81,17 @@ def _read_state_dict(path: Path) -> dict:
             f"checkpoint {path} does not exist; pass the .pt file from the official release "
             f"(`etam-mobile download NAME` fetches one) or leave --checkpoint out for synthetic weights"
         )
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the .pt file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes; an interrupted copy?); re-download it")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated zip, a pickle with code, plain text...
         raise CheckpointError(
-            f"checkpoint {path} cannot be read as a PyTorch weights file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); re-download it"
+            f"checkpoint {path} cannot be read as a PyTorch weights file ({_load_problem(exc)}); re-download it"
         ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
@@ -94,6 +100,17 @@ def _read_state_dict(path: Path) -> dict:
             f"{path} is not an EfficientTAM checkpoint: expected {{'model': state_dict}} of tensors"
         )
     return obj
+
+
+def _load_problem(exc: Exception) -> str:
+    """What torch.load said, minus its advice: it suggests weights_only=False, which would run
+    whatever code the file holds; a weights file never needs that, so we never pass it on."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return "it is not plain tensors: a pickle needing code, or not a weights file at all"
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no details"
+    return f"{type(exc).__name__}: {first}"
 
 
 def likely_configs(state_dict: dict) -> list:

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .argtypes import OneLineParser, positive_int, seed_int
 from .atomic import OutputError
 from .checkpoint import CheckpointError
 from .configs import OFFICIAL_CONFIGS
@@ -20,7 +21,7 @@ def _user_errors():
     from .runtime.frames import FrameError
     from .runtime.tracker import PromptError
 
-    errors = [CheckpointError, FrameError, PromptError, FileExistsError, FileNotFoundError, OutputError]
+    errors = [CheckpointError, FrameError, PromptError, OutputError, FileExistsError, FileNotFoundError]
     try:
         from .runtime.exported import ArtifactError
 
@@ -34,6 +35,13 @@ def _user_errors():
     except ImportError:
         pass
     return tuple(errors)
+
+
+def error_line(exc: Exception) -> str:
+    """`error: <problem>; <fix>` as exactly one line, whatever the message quotes (a file name
+    may hold a newline)."""
+    text = str(exc).strip() or type(exc).__name__
+    return "error: " + text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _config(name: str):
@@ -65,12 +73,15 @@ def build_backend(args):
 
 def cmd_track(args) -> int:
     from .runtime.pipeline import check_outputs, track_video
+    from .runtime.prompts import load_prompts
 
-    check_outputs(args.out, args.trace, args.force)  # before the model is loaded
+    prompts = load_prompts(args.prompts)  # a bad prompt file fails before the model is loaded
+    check_outputs(args.out, args.trace, args.force)
     backend = build_backend(args)
     summary = track_video(
-        backend, args.frames, args.prompts, args.out, save_logits=args.save_logits,
+        backend, args.frames, prompts, args.out, save_logits=args.save_logits,
         overlay=args.overlay, trace=args.trace, quiet=args.quiet, force=args.force,
+        logits_dtype=args.logits_dtype,
     )
     print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
     return 0
@@ -102,14 +113,14 @@ def cmd_demo(args) -> int:
 def _add_model_args(p, backend_choices=("eager", "executorch", "onnx", "coreml")):
     p.add_argument("--config", help=f"official config name: {', '.join(OFFICIAL_CONFIGS)}")
     p.add_argument("--checkpoint", help="official .pt checkpoint (default: synthetic weights, outputs meaningless)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights when no checkpoint is given")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the synthetic weights when no checkpoint is given")
     p.add_argument("--backend", default="eager", choices=backend_choices)
     p.add_argument("--artifacts", help="export folder with manifest.json (for exported backends)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="etam-mobile", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="etam-mobile", description=__doc__.splitlines()[0])
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -118,7 +129,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered) or a video file")
     p.add_argument("--prompts", required=True, help="PROMPTS.json (see README)")
     p.add_argument("--out", required=True, help="output folder (masks/*.png, logits.npz, overlay.gif)")
-    p.add_argument("--save-logits", action="store_true", help="write OUT/logits.npz at frame resolution")
+    p.add_argument("--save-logits", action="store_true",
+                   help="write OUT/logits.npz at frame resolution (its size is printed before tracking)")
+    p.add_argument("--logits-dtype", default="float32", choices=("float32", "float16"),
+                   help="dtype of OUT/logits.npz; float16 halves the file (default float32)")
     p.add_argument("--overlay", action="store_true", help="write OUT/overlay.gif with coloured masks")
     p.add_argument("--trace", help="write a conformance trace JSON (see etam_mobile/runtime/TRACE.md)")
     p.add_argument("--force", action="store_true",
@@ -155,7 +169,7 @@ def main(argv=None) -> int:
         with handle_signals():  # SIGTERM unwinds like Ctrl-C: partial output is removed
             return args.func(args)
     except _user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"

@@ -86,24 +86,61 @@ def write_manifest(folder: Path, doc: dict) -> Path:
     return path
 
 
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is tens of KiB; read whole, so bounded up front
+
+
 def read_manifest(folder: Path) -> dict:
-    """Read and sanity-check a manifest; raises ValueError naming the problem and the fix."""
+    """Read and sanity-check a manifest; raises ValueError naming the problem and the fix.
+
+    Every field a runtime reads is type-checked here, so a damaged or hand-edited manifest
+    is one clear error, never a crash further in."""
     path = Path(folder) / MANIFEST_NAME
     if not Path(folder).is_dir():
         raise ValueError(f"export folder {folder} does not exist; run `etam-mobile export` first")
-    if not path.exists():
+    if not path.is_file():
         raise ValueError(f"{folder} has no {MANIFEST_NAME}: not an export folder (or an interrupted export); re-export it")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest; re-export the folder")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-export the folder") from None
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; re-export the folder") from None
+    except RecursionError:
+        raise ValueError(f"{path} nests too deeply to be a manifest; re-export the folder") from None
+    except ValueError as exc:  # JSONDecodeError, over-long integers
+        msg = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path} is not valid JSON ({msg}); re-export the folder") from None
     version = doc.get("format_version") if isinstance(doc, dict) else None
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        shown = repr(version) if len(repr(version)) <= 40 else repr(version)[:37] + "..."
         raise ValueError(
-            f"{path} has format_version {version!r}, this runtime reads {FORMAT_VERSION}; "
+            f"{path} has format_version {shown}, this runtime reads {FORMAT_VERSION}; "
             "re-export with this version of etam-mobile"
         )
     for key in ("config", "capacities", "stages", "checksums", "weights"):
         if key not in doc:
             raise ValueError(f"{path} lacks '{key}'; re-export the folder")
+    _check_types(doc, path)
     return doc
+
+
+def _check_types(doc: dict, path: Path) -> None:
+    def bad(what):
+        return ValueError(f"{path}: {what}; re-export the folder")
+
+    if not isinstance(doc["config"], str):
+        raise bad("'config' is not a name")
+    for key in ("capacities", "stages", "checksums", "weights"):
+        if not isinstance(doc[key], dict):
+            raise bad(f"'{key}' is not an object")
+    if doc.get("model") is not None and not isinstance(doc["model"], dict):
+        raise bad("'model' is not an object")
+    if not all(isinstance(v, str) for v in doc["checksums"].values()):
+        raise bad("a checksum is not a string")
+    for name, stage in doc["stages"].items():
+        if not isinstance(stage, dict) or not isinstance(stage.get("artifacts", {}), dict):
+            raise bad(f"stage {name!r} is not an object with 'artifacts'")
+        for target, rel in stage.get("artifacts", {}).items():
+            if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or ".." in Path(rel).parts \
+                    or "\x00" in rel:
+                raise bad(f"stage {name!r} artifact for {target!r} is not a file name inside the folder")

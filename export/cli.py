@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from etam_mobile.argtypes import positive_int
 from etam_mobile.contracts import Capacities
 from etam_mobile.manifest import TARGETS
 
@@ -23,9 +24,11 @@ def cmd_export(args) -> int:
         raise ExportError("--config is required (e.g. --config efficienttam_ti_512x512; `etam-mobile configs` lists them)")
     targets = parse_targets(args.targets)
     precision = check_precision(args.precision)
-    if args.max_points < 2 or args.cond_frames < 2:
-        raise ExportError("--max-points and --cond-frames must be at least 2 (a box is 2 points; "
-                          "the closest-frame rule keeps 2 conditioning frames)")
+    if args.max_points < 3:
+        raise ExportError(f"--max-points must be at least 3 (a box is 2 points, plus upstream's not-a-point token), "
+                          f"got {args.max_points}; the default {Capacities().points} takes 7 clicks or a box and 5")
+    if args.cond_frames < 2:
+        raise ExportError("--cond-frames must be at least 2 (the closest-frame rule keeps 2 conditioning frames)")
     check_destination(Path(args.out), args.force)
     try:
         cfg = get_config(args.config)
@@ -51,9 +54,9 @@ def register(sub, add_model_args) -> None:
                         "layer norms, softmax and residual adds in fp32); ExecuTorch-XNNPACK and ONNX are fp32 "
                         "(default: fp16)")
     caps = Capacities()
-    p.add_argument("--max-points", type=int, default=caps.points,
+    p.add_argument("--max-points", type=positive_int, default=caps.points,
                    help=f"prompt-point slots per decoder call (default {caps.points})")
-    p.add_argument("--cond-frames", type=int, default=caps.cond_frames,
+    p.add_argument("--cond-frames", type=positive_int, default=caps.cond_frames,
                    help=f"conditioning-frame memory slots (default {caps.cond_frames})")
     p.add_argument("--out", required=True, help="export folder to create (manifest.json + one artifact per stage/target)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")

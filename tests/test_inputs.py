@@ -21,7 +21,7 @@ def ok_entry(**kw):
     [
         ({}, "prompt file must be"),
         ({"prompts": []}, "prompt file must be"),
-        ({"prompts": [ok_entry(id="a")]}, "'id' must be a non-negative integer"),
+        ({"prompts": [ok_entry(id="a")]}, "object id 'a' must be an integer 1..255"),
         ({"prompts": [ok_entry(frame=-1)]}, "'frame' must be a non-negative integer"),
         ({"prompts": [ok_entry(labels=[2])]}, "must be 1 (positive click) or 0"),
         ({"prompts": [ok_entry(labels=[1, 0])]}, "1 points but 2 labels"),

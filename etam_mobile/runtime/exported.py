@@ -8,8 +8,12 @@ it will load. The backends then expose the EagerBackend interface (`cfg`, `capac
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import platform
+import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +29,9 @@ BACKEND_TARGETS = {"executorch": ("executorch", "executorch-coreml"), "onnx": ("
 _PACKAGE = {"executorch": ("executorch.runtime", "executorch"), "onnx": ("onnxruntime", "onnxruntime"),
             "coreml": ("coremltools", "coremltools")}
 _NP_DTYPE = {"float32": np.float32, "int32": np.int32}
+# Sanity bounds on a manifest's capacities (exports use 8 and 2 by default).
+MAX_POINT_SLOTS = 1024
+MAX_COND_SLOTS = 1024
 
 
 class ArtifactError(ValueError):
@@ -75,11 +82,24 @@ def _check_weights(doc: dict, checkpoint, folder: Path) -> None:
                             f"(SHA-256 {want[:12]}...); re-export with this checkpoint or pass the original one")
 
 
+def check_platform(name: str, doc: dict, folder: Path) -> None:
+    """Core ML runs only on macOS; elsewhere point to what this folder can run here."""
+    if name != "coreml" or platform.system() == "Darwin":
+        return
+    usable = [b for b in ("executorch", "onnx") if _has_target(b, doc)]
+    fix = (f"use --backend {' or '.join(usable)} here" if usable else
+           f"{folder} has no ExecuTorch or ONNX artifacts: export with --targets executorch,onnx to track here")
+    raise ArtifactError(f"--backend coreml needs macOS (Core ML cannot run on {platform.system()}); {fix}")
+
+
+def _has_target(name: str, doc: dict) -> bool:
+    stages = doc.get("stages") if isinstance(doc.get("stages"), dict) else {}
+    return any(all(isinstance(stages.get(s), dict) and t in (stages[s].get("artifacts") or {}) for s in STAGES)
+               for t in BACKEND_TARGETS[name])
+
+
 def _import_runtime(name: str):
     module, pip = _PACKAGE[name]
-    if name == "coreml" and platform.system() != "Darwin":
-        raise ArtifactError(f"--backend coreml needs macOS (Core ML cannot run on {platform.system()}); "
-                            "use --backend executorch or onnx here")
     try:
         import importlib
 
@@ -125,10 +145,40 @@ class ExportedBackend:
         return [np.asarray(o, dtype=np.float32).reshape(t.shape) for o, t in zip(out, spec.outputs)]
 
 
+@contextlib.contextmanager
+def _without_native_lines(marker: str):
+    """Drop lines containing `marker` that native code writes to stderr (fd 2) in this block.
+
+    ExecuTorch's threadpool setup logs `[cpuinfo_utils.cpp:...]` probes of ARM-only sysfs
+    files on every load: noise on every run. Other lines are passed on unchanged."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreter): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [ln for ln in sink.read().decode(errors="replace").splitlines(True) if marker not in ln]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 class ExecuTorchBackend(ExportedBackend):
     name = "executorch"
 
     def _load(self) -> None:
+        with _without_native_lines("cpuinfo_utils"):
+            self._load_programs()
+
+    def _load_programs(self) -> None:
         from executorch.runtime import Runtime
 
         runtime = Runtime.get()
@@ -206,10 +256,14 @@ def _check_contract(doc: dict, folder: Path) -> None:
     caps = doc["capacities"]
     try:
         c = Capacities(points=int(caps["points"]), cond_frames=int(caps["cond_frames"]))
-    except (KeyError, TypeError, ValueError):
-        raise ArtifactError(f"{folder}/manifest.json has bad capacities {caps!r}; re-export it") from None
+        if not (3 <= c.points <= MAX_POINT_SLOTS and 2 <= c.cond_frames <= MAX_COND_SLOTS):
+            raise ValueError
+    except (KeyError, TypeError, ValueError, OverflowError):
+        shown = repr(caps) if len(repr(caps)) <= 80 else repr(caps)[:77] + "..."
+        raise ArtifactError(f"{folder}/manifest.json has bad capacities {shown}; re-export it") from None
     if caps != c.to_dict(cfg):
-        raise ArtifactError(f"{folder}/manifest.json capacities {caps} do not match this etam-mobile's rules; re-export it")
+        raise ArtifactError(f"{folder}/manifest.json capacities do not follow this etam-mobile's rules for "
+                            f"{cfg.name} (expected {c.to_dict(cfg)}); re-export it")
     for name, spec in stage_specs(cfg, c).items():
         st = doc["stages"].get(name)
         if st is None or st.get("inputs") != spec.to_dict()["inputs"] or st.get("outputs") != spec.to_dict()["outputs"]:
@@ -245,6 +299,7 @@ def open_backend(name: str, folder, config: str | None = None, checkpoint=None):
                             f"pass --config {doc['config']} (or leave it out), or re-export with --config {config}")
     _check_contract(doc, folder)
     _check_weights(doc, checkpoint, folder)
+    check_platform(name, doc, folder)
     target = _choose_target(name, doc, folder)
     _import_runtime(name)
     verify_checksums(folder, doc, [doc["stages"][s]["artifacts"][target] for s in STAGES])

@@ -1,11 +1,13 @@
 """Video input: a folder of numbered frames or a video file, read lazily.
 
-Frames are validated up front (readable, one size) so a bad input fails before any
-model work; pixels are decoded only when the tracker asks for them.
+Frames are validated up front (each decodes fully, one size, one file per frame number,
+at most MAX_FRAME_PIXELS) so a bad input fails before any model work; pixels are then
+decoded again only when the tracker asks for them.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from PIL import Image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".avi", ".mkv"}
+# 8192 x 8192: far above 4K video; refused from the header, before any pixel buffer is allocated.
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 class FrameError(ValueError):
@@ -26,19 +30,52 @@ def _frame_number(path: Path) -> int:
     return int(m.group(1))
 
 
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of any PNG/JPEG mode; 16-bit grey is scaled to 8 bits (Pillow's
+    convert("RGB") clips it, which turns a normal 16-bit frame white)."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.asarray(im, dtype=np.float64)
+        grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def _check_decodes(p: Path) -> tuple:
+    """The frame's size, after decoding every pixel once (a truncated file fails here, not mid-run)."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its own limit and twice it; ours is lower and checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            w, h = im.size
+            if w * h > MAX_FRAME_PIXELS:
+                raise FrameError(f"frame {p.name} is {w}x{h}, more than the {MAX_FRAME_PIXELS // 2**20} Mpx a frame may "
+                                 "have; downscale the frames")
+            im.load()
+            to_rgb(im)
+    except FrameError:
+        raise
+    except Image.DecompressionBombError:  # Pillow refuses at open, far beyond our bound
+        raise FrameError(f"frame {p.name} is larger than the {MAX_FRAME_PIXELS // 2**20} Mpx a frame may have; "
+                         "downscale the frames") from None
+    except Exception:  # Pillow raises many kinds for bad files (OSError, SyntaxError, ValueError...)
+        raise FrameError(f"frame {p} is not a readable image (truncated or corrupt); remove or replace it") from None
+    return w, h
+
+
 class FolderFrames:
     def __init__(self, folder: Path):
         files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS]
         if not files:
             raise FrameError(f"no .jpg/.jpeg/.png frames in {folder}; point --frames at a folder of frames or a video file")
         self.files = sorted(files, key=lambda p: (_frame_number(p), p.name))
+        for a, b in zip(self.files, self.files[1:]):
+            if _frame_number(a) == _frame_number(b):
+                raise FrameError(f"{a.name} and {b.name} are both frame {_frame_number(a)}; keep one file per frame number")
         sizes = {}
         for p in self.files:
-            try:
-                with Image.open(p) as im:
-                    sizes.setdefault(im.size, p)
-            except Exception:
-                raise FrameError(f"frame {p} is not a readable image; remove or replace it") from None
+            sizes.setdefault(_check_decodes(p), p)
         if len(sizes) > 1:
             (s0, p0), (s1, p1) = list(sizes.items())[:2]
             raise FrameError(
@@ -52,7 +89,7 @@ class FolderFrames:
 
     def rgb(self, i: int) -> np.ndarray:
         with Image.open(self.files[i]) as im:
-            return np.asarray(im.convert("RGB"))
+            return to_rgb(im)
 
 
 class VideoFrames:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .ids import check_obj_id
+
 
 def davis_palette() -> list:
     """The DAVIS colour palette (index i -> RGB), flattened for PIL."""
@@ -58,9 +60,9 @@ class ResultWriter:
     """Streams per-frame results into `folder` (masks/, optional logits.npz and overlay.gif)."""
 
     def __init__(self, folder: Path, num_frames: int, obj_ids: list, height: int, width: int,
-                 save_logits: bool, overlay_source=None):
+                 save_logits: bool, overlay_source=None, logits_dtype: str = "float32"):
         self.folder = folder
-        self.obj_ids = list(obj_ids)
+        self.obj_ids = [check_obj_id(i, "mask output") for i in obj_ids]  # one byte per pixel
         self.h, self.w = height, width
         (folder / "masks").mkdir(parents=True, exist_ok=True)
         self.palette = davis_palette()
@@ -69,7 +71,7 @@ class ResultWriter:
             self._npy = folder / "logits.npy.tmp"
             # Untracked frames (before the first prompt) keep upstream's "no object" score.
             self.logits = np.lib.format.open_memmap(
-                self._npy, mode="w+", dtype=np.float32, shape=(num_frames, len(obj_ids), height, width)
+                self._npy, mode="w+", dtype=np.dtype(logits_dtype), shape=(num_frames, len(obj_ids), height, width)
             )
             _reserve(self._npy)
             self.logits[:] = -1024.0

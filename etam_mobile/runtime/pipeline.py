@@ -18,8 +18,9 @@ from ..signals import deferred_signals
 from ..testhooks import fault_point
 from .frames import open_frames
 from .outputs import ResultWriter, to_video_res
+from .paths import check_output_file, check_output_folder
 from .progress import Progress
-from .prompts import check_against_video, load_prompts
+from .prompts import check_against_video, check_capacity, load_prompts
 from .tracker import Tracker
 
 
@@ -47,21 +48,24 @@ def is_trace_file(path: Path) -> bool:
 def check_outputs(out, trace=None, force: bool = False) -> None:
     """Refuse destinations before any work: OUT (and --trace PATH) must be new, empty, or ours with force."""
     out = Path(out)
+    check_output_folder(out)
     check_destination(out, force, "a track output", is_track_output, TRACK_MARKER)
     if trace and Path(trace).resolve() != (out / "trace.json").resolve():
+        check_output_file(trace, "--trace")
         check_file_destination(Path(trace), force, "a trace file", is_trace_file, "--trace")
 
 
 def track_video(backend, frames, prompts, out, save_logits=False, overlay=False, trace=None, quiet=False,
-                force=False) -> dict:
+                force=False, logits_dtype="float32") -> dict:
     """Returns a summary dict; writes OUT/masks/*.png, OUT/track.json (+ logits.npz, overlay.gif, trace).
 
     An existing OUT is replaced only if it is an earlier track output and `force` is set.
     """
     out = Path(out)
     check_outputs(out, trace, force)
-    source = open_frames(frames)
     prompt_list = load_prompts(prompts) if not isinstance(prompts, list) else prompts
+    check_capacity(prompt_list, backend.point_capacity)
+    source = open_frames(frames)
     n, h, w = len(source), source.height, source.width
     check_against_video(prompt_list, n, w, h)
     trace_path = Path(trace) if trace and Path(trace).resolve() != (out / "trace.json").resolve() else None
@@ -69,6 +73,8 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
     if trace_path is not None:
         clean_stale(trace_path)
     tmp = trace_tmp = None
+    if save_logits and not quiet:
+        _announce_logits(n, len({p.obj_id for p in prompt_list}), h, w, logits_dtype)
     try:
         tmp = make_partial(out)
         fault_point("track:start")
@@ -80,7 +86,8 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
             tracker.add_prompt(p.frame, p.obj_id, p.points, p.labels, p.box)
             if p.obj_id not in obj_ids:
                 obj_ids.append(p.obj_id)
-        writer = ResultWriter(tmp, n, obj_ids, h, w, save_logits, source.rgb if overlay else None)
+        writer = ResultWriter(tmp, n, obj_ids, h, w, save_logits, source.rgb if overlay else None,
+                              logits_dtype=logits_dtype)
         start = min(p.frame for p in prompt_list)
         bar = Progress("tracking", n - start, quiet=quiet)
         for frame_idx, ids, low_res in tracker.propagate():
@@ -115,3 +122,16 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
         remove_partial(tmp)
         remove_partial(trace_tmp)
     return {"frames": n, "objects": obj_ids, "out": str(out), "start_frame": start}
+
+
+def _announce_logits(frames: int, objects: int, h: int, w: int, dtype: str) -> None:
+    """--save-logits can be large (frames x objects x H x W): say so before writing it."""
+    import sys
+
+    import numpy as np
+
+    size = frames * objects * h * w * np.dtype(dtype).itemsize
+    hint = "" if dtype == "float16" else "; --logits-dtype float16 halves it"
+    print(f"logits.npz: {frames} frames x {objects} objects x {w}x{h} {dtype} = {size / 2**20:.2f} MiB{hint}",
+          file=sys.stderr)
+

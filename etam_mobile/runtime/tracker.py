@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contracts import Capacities
-from .decisions import apply_object_score, build_prompt, choose_mask
+from .decisions import BOX_LABELS, apply_object_score, build_prompt, choose_mask
+from .ids import check_obj_id
 from .memory_bank import FrameMemory, ObjectBank, round_to_bf16, select_memory
 
 
@@ -131,6 +132,7 @@ class Tracker:
     def add_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None) -> np.ndarray:
         """Clicks and/or a box for one object on one frame (upstream add_new_points_or_box,
         clear_old_points=True). Returns that object's low-res mask logits on the frame."""
+        check_obj_id(obj_id, f"prompt on frame {frame_idx}")
         self._check_prompt(frame_idx, points, labels, box)
         bank = self.objects.setdefault(obj_id, ObjectBank(obj_id))
         is_init = frame_idx not in bank.tracked
@@ -202,13 +204,22 @@ class Tracker:
             raise PromptError(f"prompt on frame {frame_idx} has neither points nor a box")
         if (points is None) != (labels is None) or (points is not None and len(points) != len(labels)):
             raise PromptError(f"prompt on frame {frame_idx}: points and labels must have the same length")
+        capacity = self.backend.point_capacity
+        used = len(points or []) + (len(BOX_LABELS) if box is not None else 0)
+        if capacity is not None and used > capacity - 1:
+            raise PromptError(f"prompt on frame {frame_idx} has {used} points (a box counts 2), the export takes at "
+                              f"most {capacity - 1}; use fewer clicks or re-export with --max-points {used + 1}")
         for p, lab in zip(points or [], labels or []):
             if lab not in (0, 1):
                 raise PromptError(f"prompt on frame {frame_idx}: label {lab!r} must be 1 (positive) or 0 (negative)")
+            if not all(np.isfinite(v) for v in p[:2]):
+                raise PromptError(f"prompt on frame {frame_idx}: point {list(p)} must be finite numbers")
             if not (0 <= p[0] <= w and 0 <= p[1] <= h):
                 raise PromptError(f"prompt on frame {frame_idx}: point {list(p)} is outside the {w}x{h} frame")
         if box is not None:
             x0, y0, x1, y1 = box
+            if not all(np.isfinite(v) for v in box):
+                raise PromptError(f"prompt on frame {frame_idx}: box {list(box)} must be finite numbers")
             if x1 < x0 or y1 < y0:
                 raise PromptError(f"prompt on frame {frame_idx}: box {list(box)} needs x0 <= x1 and y0 <= y1")
             if not (0 <= x0 <= w and 0 <= x1 <= w and 0 <= y0 <= h and 0 <= y1 <= h):
