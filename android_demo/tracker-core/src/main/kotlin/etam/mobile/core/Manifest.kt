@@ -199,8 +199,14 @@ class Manifest(
         private fun producerVersions(root: JsonObject): Map<String, String> {
             val out = LinkedHashMap<String, String>()
             if (root.has("tool")) {
-                val versions = root.obj("tool").map["versions"]
-                if (versions is Map<*, *>) for ((k, v) in versions) if (k is String && v is String) out[k] = v
+                val tool = root.obj("tool")
+                if (tool.has("versions")) {
+                    val versions = tool.obj("versions")
+                    for (k in versions.map.keys) {
+                        val v = versions.map[k]
+                        if (v is String) out[k] = v
+                    }
+                }
             }
             if (root.has("artifact_producers")) {
                 val p = root.obj("artifact_producers")
