@@ -48,11 +48,11 @@ def is_trace_file(path: Path) -> bool:
 def check_outputs(out, trace=None, force: bool = False) -> None:
     """Refuse destinations before any work: OUT (and --trace PATH) must be new, empty, or ours with force."""
     out = Path(out)
-    check_output_folder(out)
     check_destination(out, force, "a track output", is_track_output, TRACK_MARKER)
+    check_output_folder(out)
     if trace and Path(trace).resolve() != (out / "trace.json").resolve():
-        check_output_file(trace, "--trace")
         check_file_destination(Path(trace), force, "a trace file", is_trace_file, "--trace")
+        check_output_file(trace, "--trace")
 
 
 def track_video(backend, frames, prompts, out, save_logits=False, overlay=False, trace=None, quiet=False,
