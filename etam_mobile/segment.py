@@ -41,8 +41,10 @@ def load_image(path) -> np.ndarray:
         raise FrameError(f"--image {path} does not exist; pass an image file (.png, .jpg, ...)")
     try:
         with Image.open(path) as im:
+            # the decoder's raw mode (e.g. "RGB;16B") is the only trace of 16-bit RGB once loaded
+            args = im.tile[0][3] if im.tile else ""
+            rawmode = args if isinstance(args, str) else str(args[0]) if isinstance(args, tuple) and args else ""
             im.load()
-            rawmode = im.tile[0][3] if im.tile and isinstance(im.tile[0][3], str) else ""
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I") or ";16" in rawmode:
                 _note(f"{path.name} has 16 bits per channel; converted to 8-bit (top 8 bits), the model takes 8-bit RGB")
@@ -67,8 +69,8 @@ def parse_query(data, width: int, height: int):
     from .runtime.prompts import check_against_video, parse_prompts
 
     if not isinstance(data, dict):
-        raise PromptError('the query must be a JSON object like {"points": [[x, y]], "labels": [1]} or '
-                          '{"box": [x0, y0, x1, y1]}')
+        raise PromptError(f'the query is a JSON {type(data).__name__}, not an object; write it as '
+                          '{"points": [[x, y]], "labels": [1]} and/or {"box": [x0, y0, x1, y1]}')
     track_only = [k for k in ("id", "frame", "prompts") if k in data]
     if track_only:
         raise PromptError(f"the query has {', '.join(repr(k) for k in track_only)}, which belong to `etam-mobile "
@@ -76,7 +78,7 @@ def parse_query(data, width: int, height: int):
     unknown = sorted(set(data) - set(QUERY_FIELDS))
     if unknown:
         raise PromptError(f"the query has unknown field(s) {unknown}; allowed: points, labels, box")
-    if not data or (not data.get("points") and "box" not in data and "labels" not in data):
+    if not data or (not data.get("points") and not data.get("labels") and "box" not in data):
         raise PromptError('the query is empty; give clicks {"points": [[x, y]], "labels": [1]} and/or a box '
                           '{"box": [x0, y0, x1, y1]} in image pixels')
     entry = {"id": 1, "frame": 0, **data}
@@ -86,6 +88,9 @@ def parse_query(data, width: int, height: int):
     except PromptError as exc:
         msg = re.sub(r"^prompt #0( \(object 1, frame 0\))?|^prompt for object 1 on frame 0", "query", str(exc))
         msg = msg.replace(f"{width}x{height} frame", f"{width}x{height} image")
+        if ";" not in msg:
+            msg += (f"; give x in 0..{width} and y in 0..{height} (image pixels)" if "outside" in msg
+                    else "; see README 'Image mode' for the query format")
         raise PromptError(msg) from None
     return p.points, p.labels, p.box
 
