@@ -28,7 +28,7 @@ final class TrackingSession: ObservableObject {
     @Published var marks: [(CGPoint, Int)] = []
 
     private var folder: URL?
-    private var runner: CoreMLStageRunner?
+    private(set) var runner: CoreMLStageRunner?  // shared with the photo screen
     private var video: VideoFrameSource?
     private var camera: CameraFrameSource?
     private var cameraFrame: CGImage?
