@@ -21,7 +21,9 @@ object disappearing; the ports test that rule (score <= 0 -> mask of -1024) with
   per query the padded prompt, the decoder's IoUs and stability counts, the returned tokens
   and scores (model order), and per returned mask its area and clipped logit sum at photo size;
   for the first query also the full decoder output and the photo-size logits, so a port can
-  replay a whole ImagePredictor call against a stub runner (format in TRACE.md).
+  replay a whole ImagePredictor call against a stub runner; and preprocessing vectors for upstream's
+  image-predictor resize (float bilinear with antialiasing), which differs from the video path
+  (format in TRACE.md).
 - `manifest.json`: a manifest for the tiny config as etam_mobile.manifest writes it (artifact
   names and checksums are placeholders: no export is run).
 
@@ -49,7 +51,7 @@ from etam_mobile.manifest import TARGET_SUFFIX, build_manifest  # noqa: E402
 from etam_mobile.preprocess import preprocess_frame  # noqa: E402
 from etam_mobile.runtime.backends import EagerBackend  # noqa: E402
 from etam_mobile.runtime.decisions import build_prompt, choose_mask, stability_score  # noqa: E402
-from etam_mobile.runtime.image_mode import ImagePredictor  # noqa: E402
+from etam_mobile.runtime.image_mode import ImagePredictor, preprocess_image  # noqa: E402
 from etam_mobile.runtime.memory_bank import round_to_bf16  # noqa: E402
 from etam_mobile.runtime.outputs import label_map, to_video_res  # noqa: E402
 from etam_mobile.runtime.tracker import Tracker  # noqa: E402
@@ -217,8 +219,15 @@ def image_mode_trace(model) -> dict:
                      "decoder_iou": [_round(v, 8) for v in decoder["iou"].reshape(-1)],
                      "logits": [_round(v, 7) for v in r.logits.reshape(-1)]}
         queries.append(entry)
+    rng = np.random.default_rng(13)
+    pre = []
+    for (ph, pw), s in (((9, 13), 8), ((3, 5), 8), ((20, 7), 6)):  # down, up, mixed
+        arr = rng.integers(0, 256, (ph, pw, 3), dtype=np.uint8)
+        pre.append({"width": pw, "height": ph, "size": s, "rgb": arr.reshape(-1).tolist(),
+                    "expect": [_round(v, 8) for v in preprocess_image(arr, s).reshape(-1)]})
     return {"format": "etam-image-trace", "version": 1, "config": cfg.name, "manifest": manifest_block(cfg),
-            "image_size": [w, h], "low_res_size": cfg.low_res_size, "queries": queries, "first_query": first}
+            "image_size": [w, h], "low_res_size": cfg.low_res_size, "queries": queries, "first_query": first,
+            "preprocess": pre}
 
 
 def prompt_vectors(cfg) -> list:

@@ -42,8 +42,8 @@ final class PhotoSession: ObservableObject {
             guard let r = runner else { throw EtamError.manifest("models are not loaded yet; wait for the status line to say ready") }
             if session == nil { session = ImageSession(runner: r, cfg: r.manifest.tracker) }
             guard let rgb = ImageUtils.rgbBytes(image) else { throw EtamError.prompt("this photo cannot be read; pick a JPEG, PNG or HEIC photo") }
-            inputBuffer = [Float](repeating: 0, count: 3 * r.manifest.imageSize * r.manifest.imageSize)
-            Preprocess.modelInput(rgb, width: image.width, height: image.height, manifest: r.manifest, into: &inputBuffer)
+            // upstream's image-predictor preprocessing (antialiased bilinear), not the video path's
+            inputBuffer = ImageMode.modelInput(rgb, width: image.width, height: image.height, manifest: r.manifest)
             let t0 = Date()
             try session!.setImage(modelInput: inputBuffer, width: image.width, height: image.height)
             photo = image

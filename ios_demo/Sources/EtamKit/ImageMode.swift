@@ -43,6 +43,64 @@ public enum ImageMode {
     public static func stabilityFromCounts(_ inter: Int, _ union: Int) -> Double {
         return union > 0 ? Double(inter) / Double(union) : 1.0
     }
+
+    /// PyTorch's antialiased bilinear weights: a triangle filter widened by the downscale factor.
+    /// Per output pixel: first input index, tap count, and `maxTaps` normalised weights.
+    static func taps(inSize: Int, outSize: Int) -> (start: [Int], count: [Int], weights: [Float], maxTaps: Int) {
+        let scale = Float(inSize) / Float(outSize)
+        let support: Float = scale >= 1 ? scale : 1
+        let invScale: Float = scale >= 1 ? 1 / scale : 1
+        let maxTaps = Int(support.rounded(.up)) * 2 + 1
+        var start = [Int](repeating: 0, count: outSize), count = [Int](repeating: 0, count: outSize)
+        var w = [Float](repeating: 0, count: outSize * maxTaps)
+        for i in 0..<outSize {
+            let center = scale * (Float(i) + 0.5)
+            let lo = max(Int(center - support + 0.5), 0)
+            let n = min(Int(center + support + 0.5), inSize) - lo
+            var total: Float = 0
+            for j in 0..<n {
+                let x = abs((Float(j + lo) - center + 0.5) * invScale)
+                let v: Float = x < 1 ? 1 - x : 0
+                w[i * maxTaps + j] = v
+                total += v
+            }
+            if total != 0 { for j in 0..<n { w[i * maxTaps + j] /= total } }
+            start[i] = lo
+            count[i] = n
+        }
+        return (start, count, w, maxTaps)
+    }
+
+    /// Upstream's image-predictor preprocessing (not the video path): packed RGB bytes -> x / 255
+    /// in Float -> separable antialiased bilinear resize to size x size -> (x - mean) / std, planar.
+    public static func modelInput(_ rgb: [UInt8], width: Int, height: Int, size: Int, mean: [Float], std: [Float]) -> [Float] {
+        let tx = taps(inSize: width, outSize: size), ty = taps(inSize: height, outSize: size)
+        var out = [Float](repeating: 0, count: 3 * size * size)
+        var row = [Float](repeating: 0, count: height * size)
+        for ch in 0..<3 {
+            for y in 0..<height {
+                for x in 0..<size {
+                    var acc: Float = 0
+                    for j in 0..<tx.count[x] { acc += tx.weights[x * tx.maxTaps + j] * (Float(rgb[3 * (y * width + tx.start[x] + j) + ch]) / 255) }
+                    row[y * size + x] = acc
+                }
+            }
+            let plane = ch * size * size
+            for y in 0..<size {
+                for x in 0..<size {
+                    var acc: Float = 0
+                    for j in 0..<ty.count[y] { acc += ty.weights[y * ty.maxTaps + j] * row[(ty.start[y] + j) * size + x] }
+                    out[plane + y * size + x] = (acc - mean[ch]) / std[ch]
+                }
+            }
+        }
+        return out
+    }
+
+    /// The same, with the manifest's image size and normalisation.
+    public static func modelInput(_ rgb: [UInt8], width: Int, height: Int, manifest: Manifest) -> [Float] {
+        return modelInput(rgb, width: width, height: height, size: manifest.imageSize, mean: manifest.mean, std: manifest.std)
+    }
 }
 
 /// Encode a photo once, answer many prompts (what the photo screen does while the user taps).

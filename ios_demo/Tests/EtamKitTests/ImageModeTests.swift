@@ -44,6 +44,18 @@ final class ImageModeTests: XCTestCase {
         XCTAssertEqual(ImageMode.chooseTokens(iou: iou, stability: 0.5, multimask: true, cfg: cfg), [1, 2, 3])
     }
 
+    func testImagePredictorPreprocessingMatchesPython() throws {
+        let cases = try doc.objects("preprocess")
+        XCTAssertGreaterThanOrEqual(cases.count, 2)
+        for c in cases {
+            let got = ImageMode.modelInput(try c.intList("rgb").map { UInt8($0) }, width: try c.int("width"), height: try c.int("height"),
+                                           size: try c.int("size"), mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
+            let want = try c.floatList("expect")
+            XCTAssertEqual(got.count, want.count, c.path)
+            for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 2e-5, c.path) }
+        }
+    }
+
     /// Graph stand-ins: distinct encoder values, the empty-bank memory attention, the recorded decoder.
     final class Stub: StageRunner {
         let hw: Int

@@ -12,9 +12,12 @@ import android.widget.RadioGroup
 import android.widget.TextView
 import androidx.activity.result.contract.ActivityResultContracts
 import androidx.appcompat.app.AppCompatActivity
+import etam.mobile.core.ImageMode
 import etam.mobile.core.ImageResult
 import etam.mobile.core.ImageSession
+import etam.mobile.core.Manifest
 import etam.mobile.core.ManifestException
+import etam.mobile.core.Preprocess
 import etam.mobile.core.Prompt
 import etam.mobile.core.PromptException
 import java.util.concurrent.Executors
@@ -34,7 +37,7 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
 
     private var runner: ExecuTorchStageRunner? = null
     private var session: ImageSession? = null
-    private var preprocessor: BitmapPreprocessor? = null
+    private var manifest: Manifest? = null
     private var photo: Bitmap? = null
     private var result: ImageResult? = null
     private var chosen = 0
@@ -100,7 +103,7 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
             val loaded = ModelStore.open(this)
             val r = ExecuTorchStageRunner(loaded.folder, loaded.manifest)
             runner = r
-            preprocessor = BitmapPreprocessor(loaded.manifest)
+            manifest = loaded.manifest
             session = ImageSession(r, loaded.manifest.tracker)
             info("${loaded.manifest.config} ready; pick a photo")
         } catch (e: ManifestException) {
@@ -117,7 +120,11 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
         val bmp = contentResolver.openInputStream(uri)?.use { BitmapFactory.decodeStream(it) }
             ?: throw PromptException("this file is not a readable image; pick a JPEG or PNG photo")
         val t0 = System.nanoTime()
-        s.setImage(preprocessor!!.modelInput(bmp), bmp.width, bmp.height)
+        // upstream's image-predictor preprocessing (antialiased bilinear), not the video path's
+        val argb = IntArray(bmp.width * bmp.height)
+        val src = if (bmp.config == Bitmap.Config.ARGB_8888) bmp else bmp.copy(Bitmap.Config.ARGB_8888, false)
+        src.getPixels(argb, 0, src.width, 0, 0, src.width, src.height)
+        s.setImage(ImageMode.modelInput(Preprocess.argbToRgb(argb), bmp.width, bmp.height, manifest!!), bmp.width, bmp.height)
         val ms = (System.nanoTime() - t0) / 1e6
         photo = bmp
         clicks.clear(); clickLabels.clear(); box = null; result = null

@@ -40,6 +40,74 @@ object ImageMode {
 
     /** Stability from the two pixel counts a trace records (area > +delta, area > -delta). */
     fun stabilityFromCounts(inter: Int, union: Int): Double = if (union > 0) inter.toDouble() / union.toDouble() else 1.0
+
+    /** Per output pixel: first input index, tap count, and `maxTaps` normalised weights. */
+    private class Taps(val start: IntArray, val count: IntArray, val weights: FloatArray, val maxTaps: Int)
+
+    /** PyTorch's antialiased bilinear weights: a triangle filter widened by the downscale factor. */
+    private fun taps(inSize: Int, outSize: Int): Taps {
+        val scale = inSize.toFloat() / outSize
+        val support = if (scale >= 1f) scale else 1f
+        val invScale = if (scale >= 1f) 1f / scale else 1f
+        val maxTaps = Math.ceil(support.toDouble()).toInt() * 2 + 1
+        val start = IntArray(outSize)
+        val count = IntArray(outSize)
+        val w = FloatArray(outSize * maxTaps)
+        for (i in 0 until outSize) {
+            val center = scale * (i + 0.5f)
+            val lo = maxOf((center - support + 0.5f).toInt(), 0)
+            val n = minOf((center + support + 0.5f).toInt(), inSize) - lo
+            var total = 0f
+            for (j in 0 until n) {
+                val x = Math.abs((j + lo - center + 0.5f) * invScale)
+                val v = if (x < 1f) 1f - x else 0f
+                w[i * maxTaps + j] = v
+                total += v
+            }
+            if (total != 0f) for (j in 0 until n) w[i * maxTaps + j] /= total
+            start[i] = lo
+            count[i] = n
+        }
+        return Taps(start, count, w, maxTaps)
+    }
+
+    /**
+     * Upstream's image-predictor preprocessing (not the video path): packed RGB bytes -> x / 255 in
+     * float32 -> separable antialiased bilinear resize to size x size -> (x - mean) / std, planar (1,3,S,S).
+     */
+    fun modelInput(rgb: ByteArray, width: Int, height: Int, size: Int, mean: FloatArray, std: FloatArray, out: FloatArray? = null): FloatArray {
+        val dst = out ?: FloatArray(3 * size * size)
+        val tx = taps(width, size)
+        val ty = taps(height, size)
+        val row = FloatArray(height * size)
+        for (ch in 0 until 3) {
+            // horizontal pass: height x size
+            for (y in 0 until height) {
+                val base = y * width
+                for (x in 0 until size) {
+                    var acc = 0f
+                    val o = x * tx.maxTaps
+                    for (j in 0 until tx.count[x]) acc += tx.weights[o + j] * ((rgb[3 * (base + tx.start[x] + j) + ch].toInt() and 0xFF) / 255f)
+                    row[y * size + x] = acc
+                }
+            }
+            // vertical pass, then normalise
+            val plane = ch * size * size
+            for (y in 0 until size) {
+                val o = y * ty.maxTaps
+                for (x in 0 until size) {
+                    var acc = 0f
+                    for (j in 0 until ty.count[y]) acc += ty.weights[o + j] * row[(ty.start[y] + j) * size + x]
+                    dst[plane + y * size + x] = (acc - mean[ch]) / std[ch]
+                }
+            }
+        }
+        return dst
+    }
+
+    /** The same, with the manifest's image size and normalisation. */
+    fun modelInput(rgb: ByteArray, width: Int, height: Int, manifest: Manifest, out: FloatArray? = null): FloatArray =
+        modelInput(rgb, width, height, manifest.imageSize, manifest.mean, manifest.std, out)
 }
 
 /**

@@ -55,6 +55,19 @@ class ImageModeTest {
         assertArrayEquals(intArrayOf(1, 2, 3), ImageMode.chooseTokens(iou, 0.5, true, cfg))
     }
 
+    @Test
+    fun imagePredictorPreprocessingMatchesPython() {
+        val mean = floatArrayOf(0.485f, 0.456f, 0.406f)
+        val std = floatArrayOf(0.229f, 0.224f, 0.225f)
+        val cases = doc.objects("preprocess")
+        assertTrue(cases.size >= 2)
+        for (c in cases) {
+            val rgb = c.intList("rgb").map { it.toByte() }.toByteArray()
+            val got = ImageMode.modelInput(rgb, c.int("width"), c.int("height"), c.int("size"), mean, std)
+            assertArrayEquals(c.path, c.floatArray("expect"), got, 2e-5f)
+        }
+    }
+
     /** Graph stand-ins: distinct encoder values, the empty-bank memory attention, the recorded decoder. */
     private inner class Stub : StageRunner {
         val hw = cfg.featSize * cfg.featSize
