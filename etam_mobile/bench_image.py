@@ -71,7 +71,7 @@ def bench_backend(backend, photos: list, taps: list, multimask: bool = True) -> 
     t0 = time.perf_counter()
     pred._no_mem_embed()
     setup_ms = (time.perf_counter() - t0) * 1e3
-    set_ms, first_ms, tap_ms = [], [], []
+    set_ms, first_ms, tap_ms, encoder_ms, decoder_ms = [], [], [], [], []
     for i, rgb in enumerate(photos):
         timed.ms.clear()
         t0 = time.perf_counter()
@@ -89,8 +89,8 @@ def bench_backend(backend, photos: list, taps: list, multimask: bool = True) -> 
         set_ms.append((t1 - t0) * 1e3)
         first_ms.append((t1 - t0) * 1e3 + times[0])
         tap_ms += times[1:]
-        decoder_ms = list(timed.ms.get("mask_decoder", []))[1:]
-        encoder_ms = list(timed.ms.get("image_encoder", []))
+        decoder_ms += timed.ms.get("mask_decoder", [])[1:]
+        encoder_ms += timed.ms.get("image_encoder", [])
     tap = summarize(tap_ms)
     return {
         "setup_ms": round(setup_ms, 3), "encoder_ms": summarize(encoder_ms), "set_image_ms": summarize(set_ms),
