@@ -53,7 +53,7 @@ public enum Preprocess {
     }
 
     @inline(__always) private static func clip8(_ v: Int32) -> UInt8 {
-        if v >= Int32(1 << precisionBits << 8) { return 255 }
+        if v >= Int32((1 << precisionBits) << 8) { return 255 }
         if v <= 0 { return 0 }
         return UInt8(v >> Int32(precisionBits))
     }
