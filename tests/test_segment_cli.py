@@ -169,3 +169,20 @@ def test_unreadable_or_missing_image(tmp_path, capsys):
 def test_missing_query_file(photo, tmp_path, capsys):
     code, err, _ = segment(capsys, photo, tmp_path / "nope.json", tmp_path / "out")
     assert code == 2 and "does not exist" in err
+
+
+def test_more_clicks_than_the_graph_takes_is_a_prompt_error(tiny_model):
+    from etam_mobile.contracts import Capacities
+    from etam_mobile.runtime.backends import EagerBackend
+    from etam_mobile.runtime.image_mode import ImagePredictor
+    from etam_mobile.runtime.tracker import PromptError
+
+    backend = EagerBackend(tiny_model, Capacities(points=4, cond_frames=2))
+    backend.point_capacity = 4  # like an exported graph with 4 prompt slots
+    pred = ImagePredictor(backend)
+    pred.set_image(np.zeros((20, 30, 3), np.uint8))
+    assert len(pred.predict([[1, 1], [2, 2], [3, 3]], [1, 0, 1]).scores) == 3
+    with pytest.raises(PromptError, match="at most 3"):
+        pred.predict([[1, 1]] * 4, [1] * 4)
+    with pytest.raises(PromptError, match="one label"):
+        pred.predict([[1, 1]], None)

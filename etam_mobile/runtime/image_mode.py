@@ -124,7 +124,12 @@ class ImagePredictor:
             raise PromptError("the query has no points and no box; give at least one click or a box")
         h, w = self.image_hw
         lr = self.cfg.low_res_size
-        pts, labs, _ = build_prompt(points, labels, box, (h, w), self.cfg.image_size, self.backend.point_capacity)
+        if points and (labels is None or len(labels) != len(points)):
+            raise PromptError("give one label (1 positive, 0 negative) per point")
+        try:
+            pts, labs, _ = build_prompt(points, labels, box, (h, w), self.cfg.image_size, self.backend.point_capacity)
+        except ValueError as exc:  # more clicks than the exported graph's prompt slots
+            raise PromptError(str(exc)) from None
         if mask_input is None:
             mask, has = np.zeros((1, 1, lr, lr), np.float32), np.zeros((1,), np.float32)
         else:
