@@ -1,4 +1,4 @@
-"""`etam-mobile`: track, export, benchmark, download, demo.
+"""`etam-mobile`: track, segment, export, benchmark, download, demo.
 
 Known bad input ends in one line `error: <problem>; <fix>` and exit code 2.
 """
@@ -156,9 +156,9 @@ def make_parser() -> argparse.ArgumentParser:
     # to see, not a command to hide.
     from etam_export import cli as export_cli
 
-    from . import bench
+    from . import bench, bench_image, segment
 
-    for module in (export_cli, bench):
+    for module in (export_cli, bench, segment, bench_image):
         module.register(sub, _add_model_args)
     return ap
 

@@ -17,6 +17,13 @@ config with seeded synthetic weights, and every decision it makes is written out
   mask choice, bfloat16 rounding, bilinear mask upsampling and the object label map.
 Synthetic weights always predict the object present (object score > 0), so no case covers an
 object disappearing; the ports test that rule (score <= 0 -> mask of -1024) with a stub runner.
+- `image_mode.json`: image mode (etam_mobile/runtime/image_mode.py) on a small synthetic photo:
+  per query the padded prompt, the decoder's IoUs and stability counts, the returned tokens
+  and scores (model order), and per returned mask its area and clipped logit sum at photo size;
+  for the first query also the full decoder output and the photo-size logits, so a port can
+  replay a whole ImagePredictor call against a stub runner; and preprocessing vectors for upstream's
+  image-predictor resize (float bilinear with antialiasing), which differs from the video path
+  (format in TRACE.md).
 - `manifest.json`: a manifest for the tiny config as etam_mobile.manifest writes it (artifact
   names and checksums are placeholders: no export is run).
 
@@ -44,6 +51,7 @@ from etam_mobile.manifest import TARGET_SUFFIX, build_manifest  # noqa: E402
 from etam_mobile.preprocess import preprocess_frame  # noqa: E402
 from etam_mobile.runtime.backends import EagerBackend  # noqa: E402
 from etam_mobile.runtime.decisions import build_prompt, choose_mask, stability_score  # noqa: E402
+from etam_mobile.runtime.image_mode import ImagePredictor, preprocess_image  # noqa: E402
 from etam_mobile.runtime.memory_bank import round_to_bf16  # noqa: E402
 from etam_mobile.runtime.outputs import label_map, to_video_res  # noqa: E402
 from etam_mobile.runtime.tracker import Tracker  # noqa: E402
@@ -159,6 +167,69 @@ CASES = {
 }
 
 
+IMAGE_HW = (16, 20)  # photo height, width: not square, not the frame size, small enough for the fixture budget
+IMAGE_QUERIES = [
+    {"points": [[6.0, 4.5]], "labels": [1], "multimask": True},
+    {"points": [[6.0, 4.5], [15.75, 11.125]], "labels": [1, 0], "multimask": False},
+    {"box": [10.0, 2.0, 19.0, 10.0], "multimask": False},
+    {"box": [1.0, 1.5, 12.5, 14.0], "points": [[5.0, 7.5]], "labels": [1], "multimask": True},
+    {"points": [[0.0, 0.0], [20.0, 16.0], [10.0, 7.5]], "labels": [0, 0, 1], "multimask": False},
+]
+
+
+def image_mode_trace(model) -> dict:
+    """Image mode on the tiny config: what ImagePredictor decided for each query (see TRACE.md)."""
+    h, w = IMAGE_HW
+    backend = RecordingBackend(EagerBackend(model, CAPS))
+    backend.point_capacity = CAPS.points  # pad like an exported graph, so the trace is what a port feeds
+    cfg = backend.cfg
+    pred = ImagePredictor(backend)
+    photo = synthetic_frame(2, IMAGE_HW)
+    pred.set_image(photo)
+    queries = []
+    first = None
+    for q in IMAGE_QUERIES:
+        backend.calls.clear()
+        decoder = {}
+
+        def spy(stage, inputs, _run=backend.run):
+            out = _run(stage, inputs)
+            if stage == "mask_decoder":
+                decoder.update(points=inputs[1], labels=inputs[2], masks=out[0], iou=out[1], obj_score=out[3])
+            return out
+
+        backend.run = spy
+        r = pred.predict(q.get("points"), q.get("labels"), q.get("box"), multimask=q["multimask"])
+        del backend.run
+        entry = {k: q[k] for k in ("points", "labels", "box") if k in q}
+        entry.update({
+            "multimask": q["multimask"],
+            "prompt": {"points": [float(x) for x in decoder["points"].reshape(-1)],
+                       "labels": [int(x) for x in decoder["labels"].reshape(-1)],
+                       "num_points": len(q.get("points", [])) + (2 if "box" in q else 0)},
+            "iou": [_round(v) for v in decoder["iou"].reshape(-1)],
+            "stab_counts": backend.calls[0]["stab_counts"],
+            "obj_score": _round(decoder["obj_score"].reshape(-1)[0]),
+            "tokens": list(r.tokens), "scores": [_round(v) for v in r.scores],
+            "mask_area": [int(np.count_nonzero(m > 0)) for m in r.logits],
+            "mask_sum": [_round(np.clip(m, -32, 32).astype(np.float64).sum()) for m in r.logits],
+        })
+        if first is None:
+            first = {"decoder_masks": [_round(v, 7) for v in decoder["masks"].reshape(-1)],
+                     "decoder_iou": [_round(v, 8) for v in decoder["iou"].reshape(-1)],
+                     "logits": [_round(v, 7) for v in r.logits.reshape(-1)]}
+        queries.append(entry)
+    rng = np.random.default_rng(13)
+    pre = []
+    for (ph, pw), s in (((9, 13), 8), ((3, 5), 8), ((20, 7), 6)):  # down, up, mixed
+        arr = rng.integers(0, 256, (ph, pw, 3), dtype=np.uint8)
+        pre.append({"width": pw, "height": ph, "size": s, "rgb": arr.reshape(-1).tolist(),
+                    "expect": [_round(v, 8) for v in preprocess_image(arr, s).reshape(-1)]})
+    return {"format": "etam-image-trace", "version": 1, "config": cfg.name, "manifest": manifest_block(cfg),
+            "image_size": [w, h], "low_res_size": cfg.low_res_size, "queries": queries, "first_query": first,
+            "preprocess": pre}
+
+
 def prompt_vectors(cfg) -> list:
     out = []
     cases = [
@@ -249,11 +320,12 @@ def generate() -> dict:
     cfg = tiny_test_config()
     model, _ = load_model(cfg, None, seed=SEED, quiet=True)
     docs = {f"trace_{name}.json": run_case(model, name, **spec) for name, spec in CASES.items()}
+    docs["image_mode.json"] = image_mode_trace(model)
     docs["vectors.json"] = {"prompts": prompt_vectors(cfg), "preprocess": preprocess_vectors(),
                             **decision_vectors(cfg)}
     docs["manifest.json"] = sample_manifest(cfg)
     docs["index.json"] = {"traces": sorted(f"trace_{n}.json" for n in CASES), "vectors": "vectors.json",
-                          "manifest": "manifest.json", "generator": "scripts/make_traces.py"}
+                          "manifest": "manifest.json", "image_traces": ["image_mode.json"], "generator": "scripts/make_traces.py"}
     return docs
 
 

@@ -37,3 +37,21 @@ def tiny_model():
 
     model, _ = load_model(tiny_test_config(), None, seed=0, quiet=True)
     return model
+
+
+@pytest.fixture(scope="session")
+def ti512_export(ti512_model):
+    """ExecuTorch + ONNX fp32 export of ti512_model, made once per session and shared by the
+    exported tracking and image-mode parity tests."""
+    import shutil
+    import tempfile
+
+    from etam_export import export_model
+
+    root = tempfile.mkdtemp(prefix="etam-ti512-")
+    folder = f"{root}/export"
+    # verify=False: the parity tests that use it check the exported graphs end to end.
+    export_model(ti512_model, folder, targets=("executorch", "onnx"), precision="fp32",
+                 weights_info={"synthetic": True, "seed": 5}, quiet=True, verify=False)
+    yield folder
+    shutil.rmtree(root, ignore_errors=True)

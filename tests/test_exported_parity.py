@@ -23,19 +23,6 @@ def mask_iou(a, b):
     return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
 
 
-@pytest.fixture(scope="module")
-def ti512_export(ti512_model):
-    from etam_export import export_model
-
-    root = tempfile.mkdtemp(prefix="etam-ti512-")
-    folder = f"{root}/export"
-    # verify=False: the per-stage parity is what this file checks, end to end.
-    export_model(ti512_model, folder, targets=("executorch", "onnx"), precision="fp32",
-                 weights_info={"synthetic": True, "seed": 5}, quiet=True, verify=False)
-    yield folder
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def _track(backend, parity_case, tmp_path, name):
     case, _ = parity_case
     prompts = tmp_path / "prompts.json"

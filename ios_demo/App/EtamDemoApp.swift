@@ -6,9 +6,12 @@ struct EtamDemoApp: App {
 
     var body: some Scene {
         WindowGroup {
-            ContentView()
-                .environmentObject(session)
-                .task { await session.loadModels() }
+            TabView {
+                ContentView().tabItem { Label("Video", systemImage: "video") }
+                PhotoView().tabItem { Label("Photo", systemImage: "photo") }
+            }
+            .environmentObject(session)
+            .task { await session.loadModels() }
         }
     }
 }

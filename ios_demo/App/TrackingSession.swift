@@ -31,6 +31,7 @@ final class TrackingSession: ObservableObject {
 
     private var folder: URL?
     private var engine: TrackingEngine?
+    private(set) var runner: CoreMLStageRunner?  // shared with the photo screen (image mode)
     private var computeUnitReport: [String: [String: JSONValue]] = [:]
     private var lowResSize = 0
     private var video: (width: Int, height: Int)?
@@ -70,6 +71,7 @@ final class TrackingSession: ObservableObject {
         do {
             info("compiling models for \(computeUnits.rawValue) (first launch takes a while) ...")
             let runner = try await CoreMLStageRunner(folder: folder, computeUnits: computeUnits)
+            self.runner = runner
             let manifest = runner.manifest
             computeUnitReport = runner.computeUnitReport
             let loadMs = runner.loadMilliseconds

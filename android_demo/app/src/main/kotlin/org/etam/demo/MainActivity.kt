@@ -91,6 +91,7 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         findViewById<Button>(R.id.track).setOnClickListener { trackVideo() }
         findViewById<Button>(R.id.clear).setOnClickListener { clearAll() }
         findViewById<Button>(R.id.benchmark).setOnClickListener { benchmark() }
+        findViewById<Button>(R.id.photo).setOnClickListener { startActivity(android.content.Intent(this, PhotoActivity::class.java)) }
         seek.setOnSeekBarChangeListener(object : SeekBar.OnSeekBarChangeListener {
             override fun onProgressChanged(bar: SeekBar, progress: Int, fromUser: Boolean) {
                 if (fromUser) showFrame(progress)
