@@ -18,7 +18,9 @@ def _user_errors():
     from .runtime.frames import FrameError
     from .runtime.tracker import PromptError
 
-    errors = [CheckpointError, FrameError, PromptError, FileExistsError, FileNotFoundError]
+    from .eval import EvalError
+
+    errors = [CheckpointError, FrameError, PromptError, EvalError, FileExistsError, FileNotFoundError]
     try:
         from .runtime.exported import ArtifactError
 
@@ -138,8 +140,9 @@ def make_parser() -> argparse.ArgumentParser:
     from etam_export import cli as export_cli
 
     from . import bench
+    from .eval import cli as eval_cli
 
-    for module in (export_cli, bench):
+    for module in (export_cli, bench, eval_cli):
         module.register(sub, _add_model_args)
     return ap
 
