@@ -147,8 +147,10 @@ def run_eval(dataset, out, backends, artifacts=(), config=None, checkpoint=None,
                                     "or --force to redo them")
             plan.append(((v.label, video.name), {"video": video, "variant": v, "protocol": protocol,
                                                  "out": str(out.resolve()), "key": vkeys[v.label]}))
-    if ray:
-        from .scheduler import start_ray  # noqa: F401  (fail on a missing ray before writing anything)
+    if ray:  # a missing ray package or an unreachable address fails before anything is written
+        from .scheduler import precheck_ray
+
+        precheck_ray(ray_address)
     _prepare_out(out, run_key, force)
     _log(quiet, f"eval: {len(videos)} {layout} video(s) x {len(variants)} backend(s), protocol {protocol}: "
                 f"{len(plan)} task(s) to run, {skipped} reused; {workers} worker(s) "

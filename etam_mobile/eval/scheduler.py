@@ -137,6 +137,15 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
                         "`ray start --head` there, or drop the address to start a local Ray") from None
 
 
+def precheck_ray(address: str | None) -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise EvalError("--ray needs the ray package; pip install 'etam-mobile[eval]'") from None
+    if address and address != "auto":
+        _check_reachable(address)
+
+
 def start_ray(address: str | None, workers: int):
     """Join ADDRESS or start a local Ray with `workers` CPUs. Returns (ray, started_here)."""
     try:

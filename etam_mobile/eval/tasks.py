@@ -28,7 +28,8 @@ NO_OBJECT = -1024.0  # logits of an object on frames before its prompt (upstream
 _BACKENDS: dict = {}
 _LOADS: dict = {}
 # Fault injection for the tests only: "VIDEO:MARKER" makes the worker tracking VIDEO kill
-# itself with SIGKILL after its first frame, once (the marker file records that it did).
+# itself with SIGKILL after its first frame, once (the marker file records that it did);
+# "VIDEO:always" kills every attempt.
 KILL_ENV = "ETAM_EVAL_TEST_KILL"
 
 
@@ -96,9 +97,13 @@ def _maybe_die(video_name: str) -> None:
     if not spec:
         return
     name, _, marker = spec.partition(":")
-    if name == video_name and marker and not os.path.exists(marker):
+    if name != video_name or not marker:
+        return
+    if marker != "always":
+        if os.path.exists(marker):
+            return
         Path(marker).write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def track(backend, video, protocol: str, prompt_dir: Path | None = None) -> tuple:
