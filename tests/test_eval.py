@@ -209,7 +209,8 @@ def test_local_pool_exported_parity_killed_worker_and_rerun(davis, tmp_path, cap
             assert 0 <= b[key] <= 1
         for name in b["videos"]:
             doc = json.loads((out / label / name / "metrics.json").read_text())
-            assert doc["worker"]["backend_loads"] == 1 and doc["worker"]["pid"] != killed
+            assert doc["worker"]["backend_loads"] == 1  # artifacts loaded once per worker
+            assert name != "shapes01" or doc["worker"]["pid"] != killed  # redone by a fresh worker
             png = Image.open(out / label / name / "00003.png")
             assert png.mode == "P" and png.size == (96, 64)
             assert set(np.unique(np.asarray(png))) <= {0, *map(int, doc["objects_palette"])}
