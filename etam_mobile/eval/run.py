@@ -179,6 +179,11 @@ def run_eval(dataset, out, backends, artifacts=(), config=None, checkpoint=None,
 
             results, failures, info = run_local(plan, vs, workers, threads, on_done, on_retry)
     wall = time.perf_counter() - t0
+    import shutil
+
+    for v in variants:  # no task runs now: partial folders are leftovers of killed workers
+        for old in (out / v.label).glob(".partial-*"):
+            shutil.rmtree(old, ignore_errors=True)
     for (label, name), res in results.items():
         docs[label][name] = res
     missing = {v.label: {} for v in variants}

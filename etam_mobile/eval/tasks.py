@@ -167,6 +167,8 @@ def run_task(task: dict) -> dict:
     backend = get_backend(variant)
     final = Path(task["out"]) / variant.label / video.name
     final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".partial-{video.name}-*"):  # left by a worker killed on this video
+        shutil.rmtree(old, ignore_errors=True)
     tmp = final.parent / f".partial-{video.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
