@@ -90,7 +90,7 @@ def _variant_key(v: Variant) -> dict:
     return key
 
 
-def _prepare_out(out: Path, run_key: dict, force: bool) -> None:
+def _prepare_out(out: Path, run_key: dict, force: bool, write: bool = True) -> None:
     if out.exists() and not out.is_dir():
         raise EvalError(f"--out {out} exists and is not a folder; choose another path")
     run_file = out / RUN_NAME
@@ -106,6 +106,8 @@ def _prepare_out(out: Path, run_key: dict, force: bool) -> None:
             diff = sorted(k for k in run_key if not isinstance(old, dict) or old.get(k) != run_key[k])
             raise EvalError(f"--out {out} holds results of another evaluation (different {', '.join(diff)}); "
                             "use a new --out, or --force to replace them")
+    if not write:
+        return
     out.mkdir(parents=True, exist_ok=True)
     from .report import write_json_atomic
 
@@ -126,6 +128,7 @@ def run_eval(dataset, out, backends, artifacts=(), config=None, checkpoint=None,
     workers = max(1, int(workers or os.cpu_count() or 1))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
+    _prepare_out(out, run_key, force, write=False)  # a different evaluation in --out: refuse before anything
     tasks, docs, skipped = [], {v.label: {} for v in variants}, 0
     vkeys = {v.label: {**run_key, "variant": _variant_key(v)} for v in variants}
     plan = []
