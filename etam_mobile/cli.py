@@ -21,7 +21,9 @@ def _user_errors():
     from .runtime.frames import FrameError
     from .runtime.tracker import PromptError
 
-    errors = [CheckpointError, FrameError, PromptError, OutputError, FileExistsError, FileNotFoundError]
+    from .eval import EvalError
+
+    errors = [CheckpointError, FrameError, PromptError, OutputError, EvalError, FileExistsError, FileNotFoundError]
     try:
         from .runtime.exported import ArtifactError
 
@@ -157,8 +159,9 @@ def make_parser() -> argparse.ArgumentParser:
     from etam_export import cli as export_cli
 
     from . import bench, bench_image, segment
+    from .eval import cli as eval_cli
 
-    for module in (export_cli, bench, segment, bench_image):
+    for module in (export_cli, bench, segment, bench_image, eval_cli):
         module.register(sub, _add_model_args)
     return ap
 
