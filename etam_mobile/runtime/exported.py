@@ -17,7 +17,7 @@ import numpy as np
 
 from ..configs import get_config
 from ..contracts import STAGES, Capacities, stage_specs
-from ..manifest import read_manifest
+from ..manifest import artifact_precision, read_manifest
 
 BACKENDS = ("executorch", "onnx", "coreml")
 # Which manifest targets a backend can load, in order of preference.
@@ -101,6 +101,13 @@ class ExportedBackend:
         self.point_capacity = self.capacities.points
         self.specs = stage_specs(self.cfg, self.capacities)
         self.paths = {s: self.folder / doc["stages"][s]["artifacts"][target] for s in STAGES}
+        # The variant comes from the manifest (never from file names): per-stage precision records.
+        try:
+            self.precision = {s: artifact_precision(doc, s, target) for s in STAGES}
+        except ValueError as exc:
+            raise ArtifactError(f"{self.folder}: {exc}") from None
+        self.variant = doc.get("variant", {}).get("name") or "/".join(sorted({r["precision"] for r in
+                                                                               self.precision.values()}))
         self._load()
 
     def _load(self) -> None:

@@ -1,0 +1,191 @@
+"""Compressed ExecuTorch variants on the tiny config: int8 and int8-4w through the XNNPACK
+quantizer / torchao, per-artifact precision records, the export-time gates (per-stage PSNR
+and chained tracking vs fp32 eager on a recorded upstream case) and the bad inputs.
+
+One int8 export of the tiny model is shared by the tests here (quantised lowering is the
+slow part); the other exports quantise one stage only.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from etam_mobile.contracts import STAGES, Capacities, stage_specs
+from etam_mobile.manifest import artifact_precision, read_manifest
+
+from etam_export import ExportError, export_model
+from etam_export import gates, quantize
+from etam_export.common import example_inputs, run_eager
+
+CASE = "ti_plain_two_objects"  # 5 frames, a click + negative click and a box
+
+
+@functools.lru_cache(maxsize=None)
+def tiny():
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import tiny_test_config
+
+    return load_model(tiny_test_config(), None, seed=0, quiet=True)
+
+
+@functools.lru_cache(maxsize=None)
+def int8_tiny() -> Path:
+    model, weights = tiny()
+    root = Path(tempfile.mkdtemp(prefix="etam-int8-test-"))
+    atexit.register(shutil.rmtree, root, True)
+    export_model(model, root / "int8", targets=("executorch",), weights_info=weights, quiet=True, quantize="int8",
+                 gate_cases=(CASE,))
+    return root / "int8"
+
+
+def test_int8_manifest_records_precision_layers_and_gates():
+    doc = read_manifest(int8_tiny())
+    assert doc["variant"]["name"] == "int8" and doc["variant"]["status"] == "passed"
+    assert doc["variant"]["executorch_plan"] == {s: "int8" for s in STAGES}
+    for stage in STAGES:
+        rec = doc["stages"][stage]["precision"]["executorch"]
+        assert rec["precision"] == "int8" and "XNNPACKQuantizer" in rec["scheme"]
+        layers = rec["layers"]
+        # every linear of the stage is int8 (convs: the decoder's transposed convs stay fp32, see README)
+        assert layers["linear"].get("int8", 0) > 0 and layers["linear"].get("fp32", 0) == 0, (stage, layers)
+        psnr_gate = rec["gates"][0]
+        assert psnr_gate["ok"] and psnr_gate["min_psnr_db"] >= gates.MIN_PSNR["int8"], (stage, psnr_gate)
+    enc = doc["stages"]["image_encoder"]["precision"]["executorch"]["gates"]
+    assert [g["on"].split(":")[0] for g in enc] == ["example inputs", "real frames"]
+    tracking = doc["variant"]["tracking_gate"]
+    case = tracking["cases"][CASE]
+    assert tracking["ok"] and case["masks"] >= 10
+    assert case["mean_iou"] >= gates.MIN_CASE_MEAN_IOU and case["min_iou"] >= gates.MIN_FRAME_IOU
+
+
+def test_int8_is_smaller_and_runtime_picks_variant_from_manifest(tmp_path):
+    from etam_mobile.runtime.exported import open_backend
+
+    folder = int8_tiny()
+    backend = open_backend("executorch", folder)
+    assert backend.variant == "int8"
+    assert {s: r["precision"] for s, r in backend.precision.items()} == {s: "int8" for s in STAGES}
+    model, _ = tiny()
+    inputs = example_inputs(model.cfg, Capacities(), model.stages(), seed=3)
+    ref = run_eager(model.stages()["image_encoder"].eval(), inputs["image_encoder"])
+    got = backend.run("image_encoder", inputs["image_encoder"])
+    assert gates.psnr(ref[0], got[0]) >= gates.MIN_PSNR["int8"]
+    # weights: the int8 image encoder is well under half its fp32 program (tiny: overheads dominate)
+    fp32 = tmp_path / "enc.pte"
+    from etam_export import executorch as etx
+    from etam_export.exporter import torch_export
+
+    stage = model.stages(for_export=True)["image_encoder"].eval()
+    etx.write(torch_export(stage, inputs["image_encoder"], "image_encoder"), fp32, "image_encoder", "executorch", "fp32")
+    assert (folder / "image_encoder.pte").stat().st_size < 0.5 * fp32.stat().st_size
+
+
+def test_int8_4w_quantises_linears_to_4bit_groups(tmp_path):
+    """int8-4w on the memory attention: 4-bit linears where the width divides 32, int8 otherwise."""
+    model, _ = tiny()
+    stage = model.stages(for_export=True)["memory_attention"].eval()
+    inputs = example_inputs(model.cfg, Capacities(), model.stages(), seed=1)["memory_attention"]
+    rep = quantize.write(stage, inputs, tmp_path / "ma.pte", "memory_attention", "int8-4w")
+    assert rep["layers"]["linear"].get("int4", 0) > 0 and rep["layers"]["linear"].get("fp32", 0) == 0, rep["layers"]
+    assert rep["int4_linears"]
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(tmp_path / "ma.pte"))
+    out = program.load_method("forward").execute([torch.from_numpy(a) for a in inputs])
+    ref = run_eager(model.stages()["memory_attention"].eval(), inputs)
+    assert gates.psnr(ref[0], out[0].numpy()) > 20.0  # 4-bit: measured, gate is the exporter's job
+
+
+def test_missed_gate_names_stage_figure_threshold_and_plan(tmp_path, monkeypatch):
+    model, weights = tiny()
+    monkeypatch.setitem(gates.MIN_PSNR, "int8", 150.0)  # unreachable: every quantised stage misses it
+    kw = dict(targets=("executorch",), weights_info=weights, quiet=True, stage_precision="image_encoder=int8",
+              gate_cases=())
+    with pytest.raises(ExportError) as info:
+        export_model(model, tmp_path / "bad", **kw)
+    msg = str(info.value)
+    assert "stage image_encoder" in msg and "PSNR" in msg and "< 150 dB" in msg
+    assert "--stage-precision image_encoder=fp32" in msg and "--allow-failing-gates" in msg
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.iterdir())
+    doc = export_model(model, tmp_path / "marked", allow_failing_gates=True, **kw)
+    assert doc["variant"]["status"] == "failing" and doc["variant"]["failures"]
+    rec = read_manifest(tmp_path / "marked")["stages"]["image_encoder"]["precision"]["executorch"]
+    assert rec["status"] == "failing" and rec["precision"] == "int8"
+    assert read_manifest(tmp_path / "marked")["stages"]["mask_decoder"]["precision"]["executorch"]["precision"] == "fp32"
+
+
+def test_tracking_gate_fails_a_broken_variant():
+    """The chained gate is not vacuous: a backend with inverted masks fails it, eager itself passes."""
+    from etam_mobile.runtime.backends import EagerBackend
+
+    model, _ = tiny()
+    ref = EagerBackend(model, capacities=Capacities())
+
+    class Drifting(EagerBackend):
+        def run(self, stage, inputs):
+            out = super().run(stage, inputs)
+            return [-out[0]] + out[1:] if stage == "mask_decoder" else out  # inverted masks
+
+    res = gates.tracking_gate(Drifting(model, capacities=Capacities()), ref, gates.case_dirs((CASE,)))
+    assert not res["ok"] and res["cases"][CASE]["min_iou"] < gates.MIN_FRAME_IOU
+    same = gates.tracking_gate(EagerBackend(model, capacities=Capacities()), ref, gates.case_dirs((CASE,)))
+    assert same["ok"] and same["cases"][CASE]["mean_iou"] == 1.0
+    lines = gates.failures({}, dict(res, fix="keep memory_attention fp32"))
+    assert lines and CASE in lines[0] and "mean mask IoU" in lines[0] and ">= 0.97" in lines[0]
+
+
+def test_bad_variant_arguments_fail_before_any_work(tmp_path, capsys):
+    from etam_mobile.cli import main
+
+    out = tmp_path / "o"
+    bad = [
+        (["--quantize", "int3"], "unknown --quantize scheme 'int3'; choose none, int8, int8-4w"),
+        (["--quantize", "int8", "--targets", "executorch,onnx"], "apply to the executorch target only, not onnx"),
+        (["--stage-precision", "decoder=int8"], "unknown stage 'decoder'"),
+        (["--stage-precision", "image_encoder=int2", "--targets", "executorch"], "image_encoder=int2: unknown precision"),
+        (["--stage-precision", "image_encoder"], "is not STAGE=PRECISION"),
+        (["--quantize", "int8", "--calibration", str(tmp_path / "nope")], "--calibration"),
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (32, 24)).save(mixed / "00000.png")
+    Image.new("RGB", (24, 32)).save(mixed / "00001.png")
+    bad += [(["--quantize", "int8", "--calibration", str(empty)], "no .jpg/.jpeg/.png frames"),
+            (["--quantize", "int8", "--calibration", str(mixed)], "frames have different sizes")]
+    for extra, want in bad:
+        assert main(["-q", "export", "--config", "test_tiny", "--out", str(out), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert want in err and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        assert not out.exists()
+
+
+def test_legacy_manifest_precision_is_derived_or_refused():
+    doc = {"stages": {"image_encoder": {}}, "tool": {"target_precision": {"executorch": "fp32", "coreml": "fp16"}}}
+    assert artifact_precision(doc, "image_encoder", "executorch")["precision"] == "fp32"
+    assert artifact_precision(doc, "image_encoder", "coreml")["precision"] == "fp16"
+    with pytest.raises(ValueError, match="no precision record.*re-export"):
+        artifact_precision({"stages": {"image_encoder": {}}, "tool": {}}, "image_encoder", "executorch")
+
+
+def test_census_counts_weight_precision():
+    model, _ = tiny()
+    stage = model.stages(for_export=True)["memory_encoder"].eval()
+    inputs = example_inputs(model.cfg, Capacities(), model.stages())["memory_encoder"]
+    ep, rep = quantize.quantized_program(stage, inputs, "int8", "memory_encoder", skip_fp32=("encoder.fuser",))
+    fp32_ep = torch.export.export(stage, tuple(torch.from_numpy(a) for a in inputs), strict=False)
+    plain = quantize.census(fp32_ep.graph_module)["layers"]
+    assert all(set(v) == {"fp32"} for v in plain.values())
+    total = {k: sum(v.values()) for k, v in rep["layers"].items()}
+    assert total == {k: sum(v.values()) for k, v in plain.items()}
+    assert rep["layers"]["conv"].get("int8", 0) > 0 and rep["layers"]["conv"].get("fp32", 0) > 0  # fuser skipped
