@@ -23,7 +23,8 @@ def cmd_export(args) -> int:
     if not args.config:
         raise ExportError("--config is required (e.g. --config efficienttam_ti_512x512; `etam-mobile configs` lists them)")
     if args.targets is None:  # a quantised variant is an ExecuTorch folder unless told otherwise
-        args.targets = DEFAULT_TARGETS if args.quantize in (None, "none") else "executorch"
+        args.targets = ("coreml" if args.compress not in (None, "fp16") else
+                        DEFAULT_TARGETS if args.quantize in (None, "none") else "executorch")
     targets = parse_targets(args.targets)
     precision = check_precision(args.precision)
     if args.max_points < 2 or args.cond_frames < 2:
@@ -35,8 +36,9 @@ def cmd_export(args) -> int:
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     variant_args = dict(quantize=args.quantize, stage_precision=args.stage_precision, calibration=args.calibration,
-                        allow_failing_gates=args.allow_failing_gates)
-    Variant.create(targets, args.quantize, args.stage_precision, args.calibration, args.allow_failing_gates, None)
+                        allow_failing_gates=args.allow_failing_gates, compress=args.compress)
+    Variant.create(targets, args.quantize, args.stage_precision, args.calibration, args.allow_failing_gates, None,
+                   args.compress)
     model, weights = load_model(cfg, args.checkpoint, seed=args.seed, quiet=args.quiet)
     caps = Capacities(points=args.max_points, cond_frames=args.cond_frames)
     doc = export_model(model, args.out, targets=targets, precision=precision, capacities=caps, weights_info=weights,
@@ -70,6 +72,9 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--quantize", default="none",
                    help="ExecuTorch-XNNPACK variant: int8 (dynamic int8 activations, per-channel int8 weights), "
                         "int8-4w (4-bit group-wise linear weights) or none (default: none)")
+    p.add_argument("--compress", default="fp16",
+                   help="Core ML variant: fp16 (default), int8 (int8 weights), palettize6 / palettize4 (k-means "
+                        "palettes per 16 channels, iOS 18), w8a8 (int8 activations too; macOS only)")
     p.add_argument("--stage-precision", default=None, metavar="STAGE=PREC,...",
                    help="per-stage override of the variant's plan, e.g. image_encoder=int8,memory_attention=fp32")
     p.add_argument("--calibration", default=None, metavar="FRAMES_DIR",

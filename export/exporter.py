@@ -115,7 +115,7 @@ class _Log:
 def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision: str = "fp16",
                  capacities: Capacities = Capacities(), weights_info: dict | None = None, quiet: bool = False,
                  force: bool = False, verify: bool = True, quantize: str = "none", stage_precision=None,
-                 calibration=None, allow_failing_gates: bool = False, gate_cases=None) -> dict:
+                 calibration=None, allow_failing_gates: bool = False, gate_cases=None, compress: str = "fp16") -> dict:
     """Export the four stages of `model` (an EfficientTAM with `.cfg` and `.stages()`) to OUT.
 
     precision: "fp16" (default) makes the Core ML targets compute in fp16 with the fragile
@@ -128,7 +128,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     targets = parse_targets(targets)
     precision = check_precision(precision)
     variant = variants.Variant.create(targets, quantize, stage_precision, calibration, allow_failing_gates,
-                                      gate_cases)
+                                      gate_cases, compress)
     out = Path(out)
     check_destination(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     artifacts, reports = {}, {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     t_all = time.perf_counter()
-    what = precision if not variant.active else f"{variant.quantize}: {variant.describe()}"
+    what = precision if not variant.active else variant.describe()
     log(f"exporting {cfg.name} ({', '.join(targets)}, {what}) -> {out}")
     try:
         for i, stage in enumerate(STAGES, 1):
@@ -155,8 +155,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             for target in targets:
                 rel = f"{stage}{TARGET_SUFFIX[target]}"
                 if variant.compresses(stage, target):
-                    info, line = variant.export_stage(stages[stage], reference[stage], tmp / rel, spec, inputs, ref,
-                                                      target, verify)
+                    info, line = variant.export_stage(stages[stage], reference[stage], ep, tmp / rel, spec, inputs,
+                                                      ref, target, verify, cfg, weights)
                     log(line)
                     artifacts[stage][target] = rel
                     reports[stage][target] = info

@@ -14,7 +14,7 @@ import torch
 
 from etam_mobile.contracts import STAGES
 
-from . import gates, plan as plans, quantize
+from . import coreml_compress, gates, plan as plans, quantize
 from .common import ExportError, artifact_size, quiet_converters, run_eager, torch_inputs
 
 MAX_CALIBRATION_FRAMES = 4  # real frames per stage gate / calibration pass (export time grows with each)
@@ -49,14 +49,23 @@ class Variant:
     calibration: str | None = None
     allow_failing: bool = False
     gate_cases: tuple | None = None
+    compress: str = "fp16"
     records: dict = field(default_factory=dict)  # (stage, target) -> record
     stage_gates: dict = field(default_factory=dict)  # (stage, target) -> [gate]
     _frames: list | None = None
     _frames_label: str = ""
 
     @classmethod
-    def create(cls, targets, quantize_scheme, stage_precision, calibration, allow_failing, gate_cases) -> "Variant":
+    def create(cls, targets, quantize_scheme, stage_precision, calibration, allow_failing, gate_cases,
+               compress: str = "fp16") -> "Variant":
         scheme = quantize.check_scheme(quantize_scheme or "none")
+        compress = coreml_compress.check_scheme(compress or "fp16")
+        if compress != "fp16":
+            others = [t for t in targets if t not in coreml_compress.COMPRESS_TARGETS]
+            if others:
+                raise ExportError(f"--compress {compress} applies to the {', '.join(coreml_compress.COMPRESS_TARGETS)} "
+                                  f"target only, not {', '.join(others)} (one folder holds one variant); pass "
+                                  f"--targets coreml, and export {', '.join(others)} to another --out")
         plan = plans.executorch_plan(scheme, stage_precision)
         if any(p != plans.FP32 for p in plan.values()):
             others = [t for t in targets if t not in quantize.QUANTIZE_TARGETS]
@@ -70,19 +79,27 @@ class Variant:
                 raise ExportError(f"--calibration {p} does not exist or is not a folder; pass a folder of "
                                   ".jpg/.png frames of one size")
         v = cls(scheme, plan, None if calibration is None else str(calibration), bool(allow_failing),
-                None if gate_cases is None else tuple(gate_cases))
+                None if gate_cases is None else tuple(gate_cases), compress)
         if calibration is not None:
             v._frames, v._frames_label = load_calibration(calibration)  # bad folders fail before any work
         return v
 
+    def describe(self) -> str:
+        if self.compress != "fp16":
+            return f"Core ML {self.compress} weights"
+        return f"{self.quantize}: {plans.describe(self.plan)}"
+
     @property
     def active(self) -> bool:
+        return self.quantized or self.compress != "fp16"
+
+    @property
+    def quantized(self) -> bool:
         return any(p != plans.FP32 for p in self.plan.values())
 
-    def describe(self) -> str:
-        return plans.describe(self.plan)
-
     def compresses(self, stage: str, target: str) -> bool:
+        if target in coreml_compress.COMPRESS_TARGETS:
+            return self.compress != "fp16"
         return target in quantize.QUANTIZE_TARGETS and self.plan.get(stage, plans.FP32) != plans.FP32
 
     def frames(self) -> tuple:
@@ -92,7 +109,9 @@ class Variant:
 
     # ---- one stage ----------------------------------------------------------------------
 
-    def export_stage(self, module, reference, path: Path, spec, inputs, ref, target, verify) -> tuple:
+    def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights) -> tuple:
+        if target in coreml_compress.COMPRESS_TARGETS:
+            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights)
         stage, scheme = spec.name, self.plan[spec.name]
         t0 = time.perf_counter()
         info = quantize.write(module, inputs, path, stage, scheme)
@@ -121,6 +140,36 @@ class Variant:
         line += "  PSNR " + ", ".join(f"{c['min_psnr_db']:.1f} dB ({c['on'].split(' (')[0]})" for c in checks)
         if not info["verify"]["ok"]:
             line += "  GATE MISSED"
+        return info, line
+
+    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights) -> tuple:
+        from . import coreml
+
+        stage, scheme = spec.name, self.compress
+        t0 = time.perf_counter()
+        info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme)
+        info["export_s"] = round(time.perf_counter() - t0, 2)
+        info["bytes"] = artifact_size(path)
+        line = f"      {'coreml':17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme} weights"
+        self.records[(stage, "coreml")] = {"precision": scheme, "scheme": coreml_compress.DESCRIPTION[scheme],
+                                          "calibration": "none needed (weight-only)", "deployment_target": "iOS18"}
+        if not verify:
+            return info, line
+        problems = coreml.check_spec(path, spec)
+        if problems:
+            raise ExportError(f"{Path(path).name} does not match the contract: {'; '.join(problems)}", stage, "coreml")
+        got, emu = coreml_compress.emulate(ep, path, torch_inputs(inputs))
+        gate = gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme,
+                                "example inputs (PyTorch emulation: decompressed weights from the package, fp16 plan)")
+        gate.update(precision=scheme, fix="--compress int8 (or fp16)" if scheme != "int8" else "--compress fp16",
+                    emulation=emu)
+        self.stage_gates[(stage, "coreml")] = [gate]
+        self.records[(stage, "coreml")]["layers"] = {"compressed_weights": emu["compressed_weights"]}
+        info["verify"] = {"ok": gate["ok"], "gates": [gate]}
+        line += f" ({emu['compressed_weights']} tensors)  emulated PSNR {gate['min_psnr_db']:.1f} dB"
+        if emu["unmatched"]:
+            raise ExportError(f"{len(emu['unmatched'])} compressed weights of the package could not be matched to "
+                              f"the PyTorch stage for the emulated gate ({emu['unmatched'][0]}, ...)", stage, "coreml")
         return info, line
 
     @staticmethod
@@ -155,7 +204,7 @@ class Variant:
         """Chained-tracking gate (when something is compressed and verify is on), then the
         per-artifact precision records and the variant summary into `doc`."""
         tracking = None
-        if self.active and verify:
+        if self.quantized and verify:
             from etam_mobile.runtime.backends import EagerBackend
             from etam_mobile.runtime.exported import ExecuTorchBackend
 
@@ -193,7 +242,9 @@ class Variant:
                 recs[target] = rec
             doc["stages"][stage]["precision"] = recs
         doc["variant"] = {
-            "name": self.quantize if self.active else ("fp32" if precision == "fp32" else precision),
+            "name": ((self.quantize if self.quantize != "none" else "mixed") if self.quantized else f"coreml-{self.compress}" if self.compress != "fp16"
+                     else "fp32" if precision == "fp32" else precision),
+            "coreml_compress": self.compress,
             "executorch_plan": dict(self.plan),
             "calibration": self._frames_label or None,
             "status": status,

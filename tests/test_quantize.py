@@ -2,8 +2,10 @@
 quantizer / torchao, per-artifact precision records, the export-time gates (per-stage PSNR
 and chained tracking vs fp32 eager on a recorded upstream case) and the bad inputs.
 
-One int8 export of the tiny model is shared by the tests here (quantised lowering is the
-slow part); the other exports quantise one stage only.
+Quantised XNNPACK lowering is the slow part (about a minute of CPU per tiny stage), so the
+default tests quantise the memory attention only (the stage the chained gate is most
+sensitive to) and keep the rest fp32; the all-stage int8 export of the tiny model and the
+full-size exports are in the slow suite.
 """
 from __future__ import annotations
 
@@ -37,21 +39,39 @@ def tiny():
     return load_model(tiny_test_config(), None, seed=0, quiet=True)
 
 
+ONLY_MA = "image_encoder=fp32,mask_decoder=fp32,memory_encoder=fp32"
+
+
 @functools.lru_cache(maxsize=None)
-def int8_tiny() -> Path:
+def int8_tiny(plan: str = ONLY_MA) -> Path:
     model, weights = tiny()
     root = Path(tempfile.mkdtemp(prefix="etam-int8-test-"))
     atexit.register(shutil.rmtree, root, True)
     export_model(model, root / "int8", targets=("executorch",), weights_info=weights, quiet=True, quantize="int8",
-                 gate_cases=(CASE,))
+                 stage_precision=plan or None, gate_cases=(CASE,))
     return root / "int8"
 
 
 def test_int8_manifest_records_precision_layers_and_gates():
     doc = read_manifest(int8_tiny())
     assert doc["variant"]["name"] == "int8" and doc["variant"]["status"] == "passed"
+    assert doc["variant"]["executorch_plan"] == {"image_encoder": "fp32", "memory_attention": "int8",
+                                                 "mask_decoder": "fp32", "memory_encoder": "fp32"}
+    assert doc["stages"]["image_encoder"]["precision"]["executorch"]["precision"] == "fp32"
+    check_int8_records(doc, ["memory_attention"])
+
+
+@pytest.mark.slow
+def test_int8_all_stages_tiny():
+    doc = read_manifest(int8_tiny(""))
     assert doc["variant"]["executorch_plan"] == {s: "int8" for s in STAGES}
-    for stage in STAGES:
+    check_int8_records(doc, STAGES)
+    enc = doc["stages"]["image_encoder"]["precision"]["executorch"]["gates"]
+    assert [g["on"].split(":")[0] for g in enc] == ["example inputs", "real frames"]
+
+
+def check_int8_records(doc, stages):
+    for stage in stages:
         rec = doc["stages"][stage]["precision"]["executorch"]
         assert rec["precision"] == "int8" and "XNNPACKQuantizer" in rec["scheme"]
         layers = rec["layers"]
@@ -59,8 +79,6 @@ def test_int8_manifest_records_precision_layers_and_gates():
         assert layers["linear"].get("int8", 0) > 0 and layers["linear"].get("fp32", 0) == 0, (stage, layers)
         psnr_gate = rec["gates"][0]
         assert psnr_gate["ok"] and psnr_gate["min_psnr_db"] >= gates.MIN_PSNR["int8"], (stage, psnr_gate)
-    enc = doc["stages"]["image_encoder"]["precision"]["executorch"]["gates"]
-    assert [g["on"].split(":")[0] for g in enc] == ["example inputs", "real frames"]
     tracking = doc["variant"]["tracking_gate"]
     case = tracking["cases"][CASE]
     assert tracking["ok"] and case["masks"] >= 10
@@ -73,20 +91,22 @@ def test_int8_is_smaller_and_runtime_picks_variant_from_manifest(tmp_path):
     folder = int8_tiny()
     backend = open_backend("executorch", folder)
     assert backend.variant == "int8"
-    assert {s: r["precision"] for s, r in backend.precision.items()} == {s: "int8" for s in STAGES}
+    assert backend.precision["memory_attention"]["precision"] == "int8"
+    assert backend.precision["mask_decoder"]["precision"] == "fp32"
     model, _ = tiny()
     inputs = example_inputs(model.cfg, Capacities(), model.stages(), seed=3)
-    ref = run_eager(model.stages()["image_encoder"].eval(), inputs["image_encoder"])
-    got = backend.run("image_encoder", inputs["image_encoder"])
+    ref = run_eager(model.stages()["memory_attention"].eval(), inputs["memory_attention"])
+    got = backend.run("memory_attention", inputs["memory_attention"])
     assert gates.psnr(ref[0], got[0]) >= gates.MIN_PSNR["int8"]
-    # weights: the int8 image encoder is well under half its fp32 program (tiny: overheads dominate)
-    fp32 = tmp_path / "enc.pte"
+    # weights: the int8 memory attention is well under half its fp32 program
+    fp32 = tmp_path / "ma.pte"
     from etam_export import executorch as etx
     from etam_export.exporter import torch_export
 
-    stage = model.stages(for_export=True)["image_encoder"].eval()
-    etx.write(torch_export(stage, inputs["image_encoder"], "image_encoder"), fp32, "image_encoder", "executorch", "fp32")
-    assert (folder / "image_encoder.pte").stat().st_size < 0.5 * fp32.stat().st_size
+    stage = model.stages(for_export=True)["memory_attention"].eval()
+    etx.write(torch_export(stage, inputs["memory_attention"], "memory_attention"), fp32, "memory_attention",
+              "executorch", "fp32")
+    assert (folder / "memory_attention.pte").stat().st_size < 0.5 * fp32.stat().st_size
 
 
 def test_int8_4w_quantises_linears_to_4bit_groups(tmp_path):
@@ -108,17 +128,17 @@ def test_int8_4w_quantises_linears_to_4bit_groups(tmp_path):
 def test_missed_gate_names_stage_figure_threshold_and_plan(tmp_path, monkeypatch):
     model, weights = tiny()
     monkeypatch.setitem(gates.MIN_PSNR, "int8", 150.0)  # unreachable: every quantised stage misses it
-    kw = dict(targets=("executorch",), weights_info=weights, quiet=True, stage_precision="image_encoder=int8",
+    kw = dict(targets=("executorch",), weights_info=weights, quiet=True, stage_precision="memory_attention=int8",
               gate_cases=())
     with pytest.raises(ExportError) as info:
         export_model(model, tmp_path / "bad", **kw)
     msg = str(info.value)
-    assert "stage image_encoder" in msg and "PSNR" in msg and "< 150 dB" in msg
-    assert "--stage-precision image_encoder=fp32" in msg and "--allow-failing-gates" in msg
+    assert "stage memory_attention" in msg and "PSNR" in msg and "< 150 dB" in msg
+    assert "--stage-precision memory_attention=fp32" in msg and "--allow-failing-gates" in msg
     assert not (tmp_path / "bad").exists() and not list(tmp_path.iterdir())
     doc = export_model(model, tmp_path / "marked", allow_failing_gates=True, **kw)
     assert doc["variant"]["status"] == "failing" and doc["variant"]["failures"]
-    rec = read_manifest(tmp_path / "marked")["stages"]["image_encoder"]["precision"]["executorch"]
+    rec = read_manifest(tmp_path / "marked")["stages"]["memory_attention"]["precision"]["executorch"]
     assert rec["status"] == "failing" and rec["precision"] == "int8"
     assert read_manifest(tmp_path / "marked")["stages"]["mask_decoder"]["precision"]["executorch"]["precision"] == "fp32"
 
