@@ -214,8 +214,8 @@ class Variant:
             with torch.inference_mode():
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
                                                EagerBackend(model, capacities=caps), cases)
-            tracking["fix"] = ("a plan that keeps the memory path higher: --stage-precision "
-                               "memory_attention=fp32,memory_encoder=fp32")
+            tracking["fix"] = ("the plan to try next keeps the memory path in fp32: --stage-precision "
+                               "memory_attention=fp32,memory_encoder=fp32 (export time measures it)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
             for name, c in tracking["cases"].items():
                 log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "

@@ -255,7 +255,13 @@ def open_backend(name: str, folder, config: str | None = None, checkpoint=None):
     target = _choose_target(name, doc, folder)
     _import_runtime(name)
     verify_checksums(folder, doc, [doc["stages"][s]["artifacts"][target] for s in STAGES])
-    return _CLASSES[name](folder, doc, target)
+    backend = _CLASSES[name](folder, doc, target)
+    if doc.get("variant", {}).get("status") == "failing":  # written with --allow-failing-gates
+        import sys
+
+        print(f"warning: {folder} holds variant {backend.variant}, which missed its accuracy gates at export "
+              f"({len(doc['variant'].get('failures', []))} failures in manifest.json variant.failures)", file=sys.stderr)
+    return backend
 
 
 __all__ = ["ArtifactError", "open_backend", "artifact_sha256", "verify_checksums", "BACKENDS"]
