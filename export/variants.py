@@ -238,7 +238,8 @@ class Variant:
                         rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
                 else:
                     rec = dict(rec, gates=self.stage_gates.get((stage, target), []))
-                    rec["status"] = "failing" if any(not g["ok"] for g in rec["gates"]) else status
+                    own = ("failing" if any(not g["ok"] for g in rec["gates"]) else "passed") if rec["gates"] else status
+                    rec["status"] = own  # this artifact's PSNR gates; the folder's status adds chained tracking
                 recs[target] = rec
             doc["stages"][stage]["precision"] = recs
         doc["variant"] = {
