@@ -260,3 +260,27 @@ def test_coreml_compress_arguments():
 
     with pytest.raises(ExportError, match="--compress palettize6 applies to the coreml target only, not executorch"):
         Variant.create(("coreml", "executorch"), "none", None, None, False, None, "palettize6")
+
+
+# ---- full size (slow) ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "int8-4w"])
+def test_ti_512_quantised_export_gates_and_size(scheme, ti512_model, tmp_path):
+    """efficienttam_ti_512x512, every stage quantised, gated; artifacts vs the fp32 programs."""
+    from etam_export import executorch as etx
+    from etam_export.exporter import torch_export
+
+    doc = export_model(ti512_model, tmp_path / scheme, targets=("executorch",), weights_info={"synthetic_seed": 5},
+                       quiet=True, quantize=scheme, allow_failing_gates=True)
+    total_q = total_f = 0
+    for stage in STAGES:
+        rec = doc["stages"][stage]["precision"]["executorch"]
+        assert rec["gates"][0]["min_psnr_db"] >= gates.MIN_PSNR[scheme], (stage, rec["gates"][0])
+        inputs = example_inputs(ti512_model.cfg, Capacities(), ti512_model.stages(for_export=True))[stage]
+        fp32 = tmp_path / f"{stage}.pte"
+        st = ti512_model.stages(for_export=True)[stage].eval()
+        etx.write(torch_export(st, inputs, stage), fp32, stage, "executorch", "fp32")
+        total_q += (tmp_path / scheme / f"{stage}.pte").stat().st_size
+        total_f += fp32.stat().st_size
+    assert total_q <= (0.30 if scheme == "int8" else 0.20) * total_f, (total_q, total_f)
