@@ -144,3 +144,22 @@ def _check_types(doc: dict, path: Path) -> None:
             if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or ".." in Path(rel).parts \
                     or "\x00" in rel:
                 raise bad(f"stage {name!r} artifact for {target!r} is not a file name inside the folder")
+
+
+def artifact_precision(doc: dict, stage: str, target: str) -> dict:
+    """The precision record of one artifact ({"precision", "scheme", "gates", ...}).
+
+    Manifests written before compressed variants existed have no per-artifact records,
+    but their folder-level `tool.target_precision` determines every artifact exactly (that
+    exporter wrote only fp32 XNNPACK/ONNX and fp16-or-fp32 Core ML), so the record is
+    derived from it rather than refused. A manifest with neither raises ValueError.
+    """
+    rec = doc.get("stages", {}).get(stage, {}).get("precision", {}).get(target)
+    if rec is not None:
+        return rec
+    legacy = doc.get("tool", {}).get("target_precision", {}).get(target)
+    if legacy is None:
+        raise ValueError(f"manifest.json has no precision record for {stage} ({target}) and no target_precision to "
+                         "derive one from; re-export the folder with this etam-mobile")
+    return {"precision": legacy, "scheme": "fp32" if legacy == "fp32" else "fp16 compute", "derived": "format 1, "
+            "before per-artifact precision records"}

@@ -20,6 +20,7 @@ from etam_mobile import __version__
 from etam_mobile.configs import ModelConfig
 from etam_mobile.contracts import StageSpec
 
+from . import coreml_compress
 from . import precision as mixed
 from .common import ExportError, import_quietly, parity, quiet_converters, wrap_error
 
@@ -53,7 +54,10 @@ def _describe(t) -> str:
     return f"{text}; shape {list(t.shape)}, {str(t.dtype).replace('torch.', '')}"
 
 
-def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, weights_info: dict) -> dict:
+def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, weights_info: dict,
+          compress_scheme: str = "fp16") -> dict:
+    """Convert and save one stage; `compress_scheme` other than fp16 compresses the weights
+    (coreml_compress.py) before saving."""
     try:
         ct = import_quietly("coremltools")
     except ImportError as exc:
@@ -65,7 +69,7 @@ def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, wei
             model = ct.convert(
                 ep.run_decompositions({}),
                 convert_to="mlprogram",
-                minimum_deployment_target=ct.target.iOS17,
+                minimum_deployment_target=coreml_compress.minimum_target(compress_scheme),
                 compute_units=ct.ComputeUnit.ALL,
                 compute_precision=compute_precision,
                 inputs=[ct.TensorType(name=t.name, shape=tuple(t.shape), dtype=MIL_DTYPE[t.dtype]) for t in spec.inputs],
@@ -74,6 +78,10 @@ def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, wei
             )
     except Exception as exc:
         raise wrap_error(exc, spec.name, "coreml", "Core ML conversion") from exc
+    try:
+        model = coreml_compress.compress(model, compress_scheme)
+    except Exception as exc:
+        raise wrap_error(exc, spec.name, "coreml", f"{compress_scheme} weight compression") from exc
     fp32_ops = sorted(mixed.mil_fp32_types()) if precision == "fp16" else []
     model.short_description = f"EfficientTAM {cfg.name}, stage {spec.name} (etam-mobile {__version__})"
     model.author = "etam-mobile (EfficientTAM model: Meta, Apache-2.0)"
@@ -82,7 +90,7 @@ def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, wei
     meta = model.user_defined_metadata
     meta["etam.config"] = cfg.name
     meta["etam.stage"] = spec.name
-    meta["etam.precision"] = precision
+    meta["etam.precision"] = precision if compress_scheme == "fp16" else f"{precision}, {compress_scheme} weights"
     meta["etam.fp32_ops"] = ",".join(fp32_ops)
     for key, value in (weights_info or {}).items():
         meta[f"etam.{key}"] = str(value)

@@ -20,6 +20,7 @@ from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_ma
 from etam_mobile.testhooks import fault_point
 
 from . import coreml, executorch, onnx
+from . import variants
 from .common import (DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, artifact_size, example_inputs,
                      parity_summary, quiet_converters, run_eager, torch_inputs, wrap_error)
 
@@ -97,15 +98,21 @@ class _Log:
 
 def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision: str = "fp16",
                  capacities: Capacities = Capacities(), weights_info: dict | None = None, quiet: bool = False,
-                 force: bool = False, verify: bool = True) -> dict:
+                 force: bool = False, verify: bool = True, quantize: str = "none", stage_precision=None,
+                 calibration=None, allow_failing_gates: bool = False, gate_cases=None, compress: str = "fp16") -> dict:
     """Export the four stages of `model` (an EfficientTAM with `.cfg` and `.stages()`) to OUT.
 
     precision: "fp16" (default) makes the Core ML targets compute in fp16 with the fragile
     ops in fp32 (export/precision.py); "fp32" keeps everything fp32. ExecuTorch-XNNPACK and
     ONNX artifacts are fp32 either way. Returns the manifest written to OUT/manifest.json.
+
+    quantize / stage_precision / calibration / allow_failing_gates / gate_cases: compressed
+    ExecuTorch variants and their accuracy gates (export/variants.py).
     """
     targets = parse_targets(targets)
     precision = check_precision(precision)
+    variant = variants.Variant.create(targets, quantize, stage_precision, calibration, allow_failing_gates,
+                                      gate_cases, compress)
     out = Path(out)
     check_destination(out, force)
     cfg, caps = model.cfg, capacities
@@ -119,7 +126,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     atomic.clean_stale(out)
     tmp = None
     t_all = time.perf_counter()
-    log(f"exporting {cfg.name} ({', '.join(targets)}, {precision}) -> {out}")
+    what = precision if not variant.active else variant.describe()
+    log(f"exporting {cfg.name} ({', '.join(targets)}, {what}) -> {out}")
     try:
         tmp = atomic.make_partial(out)
         for i, stage in enumerate(STAGES, 1):
@@ -131,6 +139,13 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             artifacts[stage], reports[stage] = {}, {"torch_export_s": round(time.perf_counter() - t0, 2)}
             for target in targets:
                 rel = f"{stage}{TARGET_SUFFIX[target]}"
+                if variant.compresses(stage, target):
+                    info, line = variant.export_stage(stages[stage], reference[stage], ep, tmp / rel, spec, inputs,
+                                                      ref, target, verify, cfg, weights)
+                    log(line)
+                    artifacts[stage][target] = rel
+                    reports[stage][target] = info
+                    continue
                 info, line = _export_one(target, stages[stage], ep, tmp / rel, spec, inputs, ref, cfg,
                                          target_precision(target, precision), weights, verify)
                 log(line)
@@ -149,6 +164,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
         }
         doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra,
                              producers=producer_versions(targets, extra["versions"]))
+        variant.finish(doc, tmp, model, caps, reports, target_precision, precision, verify, log)
         write_manifest(tmp, doc)
         fault_point("export:manifest")
         atomic.commit(tmp, out)

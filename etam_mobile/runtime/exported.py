@@ -21,7 +21,7 @@ import numpy as np
 
 from ..configs import get_config
 from ..contracts import STAGES, Capacities, stage_specs
-from ..manifest import read_manifest
+from ..manifest import artifact_precision, read_manifest
 
 BACKENDS = ("executorch", "onnx", "coreml")
 # Which manifest targets a backend can load, in order of preference.
@@ -121,6 +121,13 @@ class ExportedBackend:
         self.point_capacity = self.capacities.points
         self.specs = stage_specs(self.cfg, self.capacities)
         self.paths = {s: self.folder / doc["stages"][s]["artifacts"][target] for s in STAGES}
+        # The variant comes from the manifest (never from file names): per-stage precision records.
+        try:
+            self.precision = {s: artifact_precision(doc, s, target) for s in STAGES}
+        except ValueError as exc:
+            raise ArtifactError(f"{self.folder}: {exc}") from None
+        self.variant = doc.get("variant", {}).get("name") or "/".join(sorted({r["precision"] for r in
+                                                                               self.precision.values()}))
         self._load()
 
     def _load(self) -> None:
@@ -303,7 +310,13 @@ def open_backend(name: str, folder, config: str | None = None, checkpoint=None):
     target = _choose_target(name, doc, folder)
     _import_runtime(name)
     verify_checksums(folder, doc, [doc["stages"][s]["artifacts"][target] for s in STAGES])
-    return _CLASSES[name](folder, doc, target)
+    backend = _CLASSES[name](folder, doc, target)
+    if doc.get("variant", {}).get("status") == "failing":  # written with --allow-failing-gates
+        import sys
+
+        print(f"warning: {folder} holds variant {backend.variant}, which missed its accuracy gates at export "
+              f"({len(doc['variant'].get('failures', []))} failures in manifest.json variant.failures)", file=sys.stderr)
+    return backend
 
 
 __all__ = ["ArtifactError", "open_backend", "artifact_sha256", "verify_checksums", "BACKENDS"]

@@ -1,0 +1,119 @@
+"""Core ML compressed variants: `--compress fp16 | int8 | palettize6 | palettize4 | w8a8`.
+
+Weights are compressed by coremltools.optimize on the converted fp16 program:
+- int8: `linear_quantize_weights`, symmetric per-channel int8;
+- palettize6 / palettize4: `palettize_weights`, k-means look-up tables of 2^n fp16 values,
+  grouped per channel (16 output channels share a table). Grouped palettes are an iOS 18
+  feature, so compressed packages target iOS 18 (the A17 Pro runs it).
+- w8a8 needs `linear_quantize_activations`, which calibrates by running Core ML
+  predictions: only on macOS (refused elsewhere with that reason).
+
+Core ML cannot predict on Linux, so the gate here is an EMULATION: the decompressed weights
+are read back from the saved package (the `constexpr_*` ops' materialised values), put into
+the exported PyTorch stage, and the stage runs with the fp16 plan of precision.py.
+"""
+from __future__ import annotations
+
+import copy
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import precision as mixed
+from .common import ExportError, import_quietly, quiet_converters
+
+SCHEMES = ("fp16", "int8", "w8a8", "palettize6", "palettize4")
+COMPRESS_TARGETS = ("coreml",)
+GROUP_SIZE = 16  # output channels per palette
+WEIGHT_THRESHOLD = 2048  # tensors with fewer elements stay fp16 (coremltools' default)
+
+DESCRIPTION = {
+    "fp16": "fp16 compute, fp32 islands (precision.py)",
+    "int8": "coremltools linear_quantize_weights: int8 symmetric per-channel weights, fp16 compute",
+    "palettize6": f"coremltools palettize_weights: 6-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
+    "palettize4": f"coremltools palettize_weights: 4-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
+    "w8a8": "int8 weights and calibrated int8 activations (linear_quantize_activations)",
+}
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ExportError(f"unknown --compress scheme {scheme!r}; choose {', '.join(SCHEMES)}")
+    if scheme == "w8a8" and platform.system() != "Darwin":
+        raise ExportError("--compress w8a8 calibrates activations with Core ML predictions, which need macOS; "
+                          "export w8a8 on a Mac, or choose int8, palettize6 or palettize4 here")
+    return scheme
+
+
+def minimum_target(scheme: str):
+    ct = import_quietly("coremltools")
+    return ct.target.iOS17 if scheme == "fp16" else ct.target.iOS18
+
+
+def compress(mlmodel, scheme: str):
+    """The compressed model (coremltools.optimize); fp16 returns the model unchanged."""
+    if scheme == "fp16":
+        return mlmodel
+    cto = import_quietly("coremltools.optimize")
+    # Constant tables from buffers (RoPE cos/sin, position encodings: exported names start with
+    # "b_") are not weights: compressing them moves every position. Only parameters ("p_").
+    skip = {op.name: None for op in mlmodel._mil_program.functions["main"].operations
+            if op.op_type == "const" and not op.name.startswith("p_")}
+    with quiet_converters():
+        if scheme == "int8":
+            op = cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                                    weight_threshold=WEIGHT_THRESHOLD)
+            return cto.coreml.linear_quantize_weights(
+                mlmodel, cto.coreml.OptimizationConfig(global_config=op, op_name_configs=skip))
+        nbits = int(scheme[len("palettize"):])
+        op = cto.coreml.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel",
+                                           group_size=GROUP_SIZE, weight_threshold=WEIGHT_THRESHOLD)
+        return cto.coreml.palettize_weights(mlmodel,
+                                            cto.coreml.OptimizationConfig(global_config=op, op_name_configs=skip))
+
+
+def decompressed_weights(path: Path) -> dict:
+    """{MIL weight name: float32 array} of every compressed weight in a saved .mlpackage."""
+    ct = import_quietly("coremltools")
+    from coremltools.converters.mil.frontend.milproto.load import load as load_mil
+
+    with quiet_converters():
+        model = ct.models.MLModel(str(path), skip_model_load=True)
+        spec = model.get_spec()
+        prog = load_mil(spec, spec.specificationVersion, model.weights_dir)
+    out = {}
+    for op in prog.functions["main"].operations:
+        if op.op_type.startswith("constexpr_"):
+            out[op.outputs[0].name] = np.asarray(op.materialized_val_inference(), np.float32)
+    return out
+
+
+def _param_for(mil_name: str, placeholders: dict) -> str | None:
+    """'p_blocks_0_attn_qkv_weight_to_fp16_palettized' -> the torch parameter it came from."""
+    base = mil_name.split("_to_fp16")[0]
+    for suffix in ("_palettized", "_quantized"):
+        base = base.split(suffix)[0]
+    return placeholders.get(base)
+
+
+def emulate(ep, path: Path, inputs: tuple) -> tuple:
+    """Run the exported stage with the package's decompressed weights and the fp16 plan.
+
+    Returns (outputs, {"compressed": n, "unmatched": [...]}) — an emulation, not Core ML."""
+    weights = decompressed_weights(path)
+    placeholders = dict(ep.graph_signature.inputs_to_parameters)
+    ep = copy.deepcopy(ep)
+    unmatched, n = [], 0
+    for name, value in weights.items():
+        param = _param_for(name, placeholders)
+        if param is None or param not in ep.state_dict:
+            unmatched.append(name)
+            continue
+        old = ep.state_dict[param]
+        ep.state_dict[param] = torch.nn.Parameter(torch.from_numpy(value.reshape(old.shape)), requires_grad=False)
+        n += 1
+    with quiet_converters():
+        got = mixed.emulate_fp16(ep, inputs)
+    return got, {"compressed_weights": n, "unmatched": unmatched}

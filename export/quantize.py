@@ -1,0 +1,189 @@
+"""Quantised ExecuTorch (XNNPACK) programs: `--quantize int8 | int8-4w | none`.
+
+Both schemes use the maintained path of the pinned toolchain, nothing hand-written:
+
+- int8: ExecuTorch's `XNNPACKQuantizer` with `get_symmetric_quantization_config(
+  is_per_channel=True, is_dynamic=True)` through torchao's `prepare_pt2e`/`convert_pt2e`
+  (what ExecuTorch 1.4.1's own PT2E_INT8_DYNAMIC_PER_CHANNEL recipe does): per-channel int8
+  weights, activations quantised per call (no calibration statistics to go stale).
+  The quantizer annotates linear and conv layers only; attention matmuls, softmax, norms
+  and element-wise ops stay fp32.
+- int8-4w: torchao `quantize_` with `Int8DynamicActivationIntxWeightConfig(int4, PerGroup)`
+  on linear layers whose input width divides the group (ExecuTorch's
+  TORCHAO_INT8_DYNAMIC_ACT_INT4_WEIGHT recipe), then the int8 PT2E pass above for the
+  remaining layers (convs, and linears 4-bit cannot take), so nothing a plain int8 export
+  quantises is left fp32.
+
+Order (it matters, see README "Compressed variants"): quantise the stage's exported
+graph first, then apply the XNNPACK decompositions of `executorch.py` (so layer norms,
+means and SDPA become ops XNNPACK takes without touching the quantised patterns), then
+lower with the dynamically-quantised partitioner first and the plain one second, as
+ExecuTorch's own examples do: each DQ linear/conv becomes its own small partition and
+the float remainder is partitioned afterwards.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from .common import ExportError, quiet_converters, torch_inputs, wrap_error
+
+SCHEMES = ("none", "int8", "int8-4w")
+# Targets a `--quantize` scheme applies to; the others refuse a scheme other than none.
+QUANTIZE_TARGETS = ("executorch",)
+GROUP_SIZE = 32  # 4-bit group width: XNNPACK's blockwise kernels take multiples of 32
+
+SCHEME_DESCRIPTION = {
+    "none": "fp32",
+    "int8": "XNNPACKQuantizer symmetric per-channel int8 weights, dynamic per-token int8 activations "
+            "(linear, conv); torchao prepare_pt2e/convert_pt2e",
+    "int8-4w": f"torchao Int8DynamicActivationIntxWeightConfig int4 weights, groups of {GROUP_SIZE}, dynamic int8 "
+               "activations (linear); XNNPACKQuantizer dynamic per-channel int8 for the rest (conv, other linear)",
+}
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ExportError(f"unknown --quantize scheme {scheme!r}; choose {', '.join(SCHEMES)}")
+    return scheme
+
+
+def _int8_quantizer():
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                           get_symmetric_quantization_config)
+
+    q = XNNPACKQuantizer()
+    q.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    return q
+
+
+def _already_4bit(node) -> bool:
+    """A linear whose weight torchao already dequantises from int4 (int8-4w): leave it."""
+    w = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
+    return isinstance(w, torch.fx.Node) and "dequantize_affine" in str(w.target)
+
+
+def _in_modules(node, prefixes) -> bool:
+    stack = node.meta.get("nn_module_stack") or {}
+    return any(str(fqn).startswith(p) for fqn, _ in stack.values() for p in prefixes)
+
+
+def _pt2e_int8(module: torch.nn.Module, args: tuple, calibration: list, skip: tuple = ()) -> torch.nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    q = _int8_quantizer()
+    q.set_filter_function(lambda node: not _already_4bit(node) and not _in_modules(node, skip))
+    gm = torch.export.export(module, args, strict=False).module()
+    prepared = prepare_pt2e(gm, q)
+    with torch.no_grad():
+        for batch in calibration or [args]:
+            prepared(*batch)  # dynamic activations: this only exercises the observers
+    return convert_pt2e(prepared)
+
+
+def _apply_4bit(module: torch.nn.Module) -> list:
+    """torchao 4-bit groupwise on every eligible Linear (in place); returns their names."""
+    from torchao.quantization import quantize_
+    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
+    from torchao.utils import unwrap_tensor_subclass
+
+    names = [n for n, m in module.named_modules()
+             if isinstance(m, torch.nn.Linear) and m.in_features % GROUP_SIZE == 0]
+    if names:
+        chosen = set(names)
+        cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(GROUP_SIZE))
+        quantize_(module, cfg, filter_fn=lambda m, fqn: fqn in chosen)
+        unwrap_tensor_subclass(module)
+    return names
+
+
+def quantized_program(module: torch.nn.Module, inputs: list, scheme: str, stage: str,
+                      skip_fp32: tuple = ()) -> tuple:
+    """Export `module` quantised with `scheme`; returns (ExportedProgram, report).
+
+    `skip_fp32`: module-name prefixes to leave in fp32 (the per-stage plan's exceptions).
+    """
+    check_scheme(scheme)
+    args = torch_inputs(inputs)
+    module = copy.deepcopy(module).eval()
+    report = {"scheme": scheme, "description": SCHEME_DESCRIPTION[scheme]}
+    try:
+        with quiet_converters():
+            if scheme == "int8-4w":
+                report["int4_linears"] = _apply_4bit(module)
+            if scheme in ("int8", "int8-4w"):
+                module = _pt2e_int8(module, args, [args], tuple(skip_fp32))
+            ep = torch.export.export(module, args, strict=False)
+    except Exception as exc:
+        raise wrap_error(exc, stage, "executorch", f"{scheme} quantisation") from exc
+    report.update(census(ep.graph_module))
+    return ep, report
+
+
+_WEIGHTED = {"linear": (torch.ops.aten.linear.default,),
+             "conv": (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default,
+                      torch.ops.aten.conv_transpose2d.input)}
+
+
+def _source(node):
+    """The dequantise op feeding a weight argument, if any (its name tells the scheme)."""
+    w = node.args[1] if len(node.args) > 1 else None
+    if isinstance(w, torch.fx.Node) and w.op == "call_function":
+        return getattr(w.target, "__name__", str(w.target))
+    return None
+
+
+def census(gm: torch.fx.GraphModule) -> dict:
+    """Count linear/conv layers by weight precision in a (quantised) exported graph."""
+    counts = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        kind = next((k for k, ops in _WEIGHTED.items() if node.target in ops), None)
+        if kind is None:
+            continue
+        src = _source(node) or ""
+        if "dequantize_affine" in src or "dequantize_per_channel_group" in src:
+            prec = "int4"
+        elif "dequantize_per_channel" in src or "dequantize_per_tensor" in src:
+            prec = "int8"
+        else:
+            prec = "fp32"
+        counts.setdefault(kind, {}).setdefault(prec, 0)
+        counts[kind][prec] += 1
+    return {"layers": counts}
+
+
+def partitioners():
+    """Dynamically-quantised ops first (one partition each), then the float remainder."""
+    from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    return [XnnpackPartitioner(config_precisions=ConfigPrecisionType.DYNAMIC_QUANT),
+            XnnpackPartitioner()]
+
+
+def write(module: torch.nn.Module, inputs: list, path: Path, stage: str, scheme: str, skip_fp32: tuple = ()) -> dict:
+    """Quantise, decompose for XNNPACK, lower and write the .pte; returns the report."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from .executorch import XNNPACK_DECOMPOSITIONS, _delegation
+
+    ep, report = quantized_program(module, inputs, scheme, stage, skip_fp32)
+    try:
+        with quiet_converters():
+            ep = ep.run_decompositions(XNNPACK_DECOMPOSITIONS)
+            edge = to_edge_transform_and_lower(ep, partitioner=partitioners())
+            report.update(_delegation(edge.exported_program().graph_module))
+            program = edge.to_executorch()
+            Path(path).write_bytes(program.buffer)
+    except Exception as exc:
+        raise wrap_error(exc, stage, "executorch", f"lowering the {scheme} graph to XNNPACK") from exc
+    report["precision"] = scheme
+    return report
+
+
+__all__ = ["SCHEMES", "QUANTIZE_TARGETS", "check_scheme", "quantized_program", "write", "census", "partitioners"]

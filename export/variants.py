@@ -1,0 +1,256 @@
+"""One export folder = one variant: which artifacts are compressed, how, and which gates
+they passed. The exporter calls this for the ExecuTorch stages a plan quantises and once
+at the end (`finish`) to run the chained-tracking gate and write the per-artifact
+precision records into the manifest.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from etam_mobile.contracts import STAGES
+
+from . import coreml_compress, gates, plan as plans, quantize
+from .common import ExportError, artifact_size, quiet_converters, run_eager, torch_inputs
+
+MAX_CALIBRATION_FRAMES = 4  # real frames per stage gate / calibration pass (export time grows with each)
+
+
+def load_calibration(folder) -> tuple:
+    """(list of RGB uint8 frames, source label) from --calibration or the built-in clip."""
+    from etam_mobile.runtime.frames import FrameError, open_frames
+
+    if folder is None:
+        cases = gates.case_dirs()
+        if not cases:
+            return [], "none (no --calibration and no built-in clip)"
+        folder, label = cases[0] / "frames", f"built-in clip tests/fixtures/upstream_cases/{cases[0].name}/frames"
+    else:
+        label = f"--calibration {folder}"
+        if not Path(folder).is_dir():
+            raise ExportError(f"--calibration {folder} is not a folder; pass a folder of .jpg/.png frames of one size")
+    try:
+        frames = open_frames(Path(folder))
+    except FrameError as exc:
+        raise ExportError(f"--calibration: {exc}") from None
+    n = min(len(frames), MAX_CALIBRATION_FRAMES)
+    step = max(1, len(frames) // n)
+    return [frames.rgb(i) for i in range(0, len(frames), step)[:n]], f"{label} ({n} of {len(frames)} frames)"
+
+
+@dataclass
+class Variant:
+    quantize: str = "none"
+    plan: dict = field(default_factory=dict)
+    calibration: str | None = None
+    allow_failing: bool = False
+    gate_cases: tuple | None = None
+    compress: str = "fp16"
+    records: dict = field(default_factory=dict)  # (stage, target) -> record
+    stage_gates: dict = field(default_factory=dict)  # (stage, target) -> [gate]
+    _frames: list | None = None
+    _frames_label: str = ""
+
+    @classmethod
+    def create(cls, targets, quantize_scheme, stage_precision, calibration, allow_failing, gate_cases,
+               compress: str = "fp16") -> "Variant":
+        scheme = quantize.check_scheme(quantize_scheme or "none")
+        compress = coreml_compress.check_scheme(compress or "fp16")
+        if compress != "fp16":
+            others = [t for t in targets if t not in coreml_compress.COMPRESS_TARGETS]
+            if others:
+                raise ExportError(f"--compress {compress} applies to the {', '.join(coreml_compress.COMPRESS_TARGETS)} "
+                                  f"target only, not {', '.join(others)} (one folder holds one variant); pass "
+                                  f"--targets coreml, and export {', '.join(others)} to another --out")
+        plan = plans.executorch_plan(scheme, stage_precision)
+        if any(p != plans.FP32 for p in plan.values()):
+            others = [t for t in targets if t not in quantize.QUANTIZE_TARGETS]
+            if others:
+                raise ExportError(f"--quantize/--stage-precision apply to the {', '.join(quantize.QUANTIZE_TARGETS)} "
+                                  f"target only, not {', '.join(others)} (one folder holds one variant); pass "
+                                  f"--targets executorch, and export {', '.join(others)} to another --out")
+        if calibration is not None:
+            p = Path(calibration)
+            if not p.is_dir():
+                raise ExportError(f"--calibration {p} does not exist or is not a folder; pass a folder of "
+                                  ".jpg/.png frames of one size")
+        v = cls(scheme, plan, None if calibration is None else str(calibration), bool(allow_failing),
+                None if gate_cases is None else tuple(gate_cases), compress)
+        if calibration is not None:
+            v._frames, v._frames_label = load_calibration(calibration)  # bad folders fail before any work
+        return v
+
+    def describe(self) -> str:
+        if self.compress != "fp16":
+            return f"Core ML {self.compress} weights"
+        return f"{self.quantize}: {plans.describe(self.plan)}"
+
+    @property
+    def active(self) -> bool:
+        return self.quantized or self.compress != "fp16"
+
+    @property
+    def quantized(self) -> bool:
+        return any(p != plans.FP32 for p in self.plan.values())
+
+    def compresses(self, stage: str, target: str) -> bool:
+        if target in coreml_compress.COMPRESS_TARGETS:
+            return self.compress != "fp16"
+        return target in quantize.QUANTIZE_TARGETS and self.plan.get(stage, plans.FP32) != plans.FP32
+
+    def frames(self) -> tuple:
+        if self._frames is None:
+            self._frames, self._frames_label = load_calibration(None)
+        return self._frames, self._frames_label
+
+    # ---- one stage ----------------------------------------------------------------------
+
+    def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights) -> tuple:
+        if target in coreml_compress.COMPRESS_TARGETS:
+            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights)
+        stage, scheme = spec.name, self.plan[spec.name]
+        t0 = time.perf_counter()
+        info = quantize.write(module, inputs, path, stage, scheme)
+        info["export_s"] = round(time.perf_counter() - t0, 2)
+        info["bytes"] = artifact_size(path)
+        layers = ", ".join(f"{k} {'/'.join(f'{n} {p}' for p, n in v.items())}" for k, v in info["layers"].items())
+        line = (f"      {target:17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme}: {layers}; "
+                f"delegated {100 * info['delegated_fraction']:.0f}% of nodes")
+        self.records[(stage, target)] = {
+            "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
+            "calibration": "none needed (dynamic activation quantisation)"}
+        if not verify:
+            return info, line
+        t1 = time.perf_counter()
+        checks = [self._gate_on(path, spec, inputs, ref, scheme, "example inputs")]
+        if stage == "image_encoder":
+            frames, label = self.frames()
+            if frames:
+                checks.append(self._gate_frames(path, spec, reference, frames, scheme, label))
+        for c in checks:
+            c["precision"] = scheme
+            c["fix"] = f"--stage-precision {stage}={'int8' if scheme == 'int8-4w' else 'fp32'}"
+        self.stage_gates[(stage, target)] = checks
+        info["verify"] = {"ok": all(c["ok"] for c in checks), "gates": checks}
+        info["verify_s"] = round(time.perf_counter() - t1, 2)
+        line += "  PSNR " + ", ".join(f"{c['min_psnr_db']:.1f} dB ({c['on'].split(' (')[0]})" for c in checks)
+        if not info["verify"]["ok"]:
+            line += "  GATE MISSED"
+        return info, line
+
+    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights) -> tuple:
+        from . import coreml
+
+        stage, scheme = spec.name, self.compress
+        t0 = time.perf_counter()
+        info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme)
+        info["export_s"] = round(time.perf_counter() - t0, 2)
+        info["bytes"] = artifact_size(path)
+        line = f"      {'coreml':17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme} weights"
+        self.records[(stage, "coreml")] = {"precision": scheme, "scheme": coreml_compress.DESCRIPTION[scheme],
+                                          "calibration": "none needed (weight-only)", "deployment_target": "iOS18"}
+        if not verify:
+            return info, line
+        problems = coreml.check_spec(path, spec)
+        if problems:
+            raise ExportError(f"{Path(path).name} does not match the contract: {'; '.join(problems)}", stage, "coreml")
+        got, emu = coreml_compress.emulate(ep, path, torch_inputs(inputs))
+        gate = gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme,
+                                "example inputs (PyTorch emulation: decompressed weights from the package, fp16 plan)")
+        gate.update(precision=scheme, fix="--compress int8 (or fp16)" if scheme != "int8" else "--compress fp16",
+                    emulation=emu)
+        self.stage_gates[(stage, "coreml")] = [gate]
+        self.records[(stage, "coreml")]["layers"] = {"compressed_weights": emu["compressed_weights"]}
+        info["verify"] = {"ok": gate["ok"], "gates": [gate]}
+        line += f" ({emu['compressed_weights']} tensors)  emulated PSNR {gate['min_psnr_db']:.1f} dB"
+        if emu["unmatched"]:
+            raise ExportError(f"{len(emu['unmatched'])} compressed weights of the package could not be matched to "
+                              f"the PyTorch stage for the emulated gate ({emu['unmatched'][0]}, ...)", stage, "coreml")
+        return info, line
+
+    @staticmethod
+    def _run_pte(path, arrays_list):
+        from . import executorch
+
+        _, program = executorch.load(path)
+        with quiet_converters():
+            method = program.load_method("forward")
+            return [[o.detach().numpy().copy() for o in method.execute(list(torch_inputs(a)))] for a in arrays_list]
+
+    def _gate_on(self, path, spec, inputs, ref, scheme, label) -> dict:
+        (got,) = self._run_pte(path, [inputs])
+        return gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme, label)
+
+    def _gate_frames(self, path, spec, reference, frames, scheme, label) -> dict:
+        from etam_mobile.preprocess import preprocess_frame
+
+        S = spec.inputs[0].shape[-1]
+        arrays = [[preprocess_frame(f, S).numpy()] for f in frames]
+        gots = self._run_pte(path, arrays)
+        refs = [run_eager(reference, a) for a in arrays]
+        # one gate over all frames: PSNR of the stacked outputs
+        ref_all = [np.concatenate([r[i] for r in refs]) for i in range(len(spec.outputs))]
+        got_all = [np.concatenate([g[i] for g in gots]) for i in range(len(spec.outputs))]
+        return gates.stage_gate(ref_all, got_all, [t.name for t in spec.outputs], scheme, f"real frames: {label}")
+
+    # ---- the whole folder ------------------------------------------------------------------
+
+    def finish(self, doc: dict, folder: Path, model, caps, reports: dict, target_precision, precision: str,
+               verify: bool, log) -> None:
+        """Chained-tracking gate (when something is compressed and verify is on), then the
+        per-artifact precision records and the variant summary into `doc`."""
+        tracking = None
+        if self.quantized and verify:
+            from etam_mobile.runtime.backends import EagerBackend
+            from etam_mobile.runtime.exported import ExecuTorchBackend
+
+            cases = gates.case_dirs(self.gate_cases)
+            log(f"      chained tracking gate on {len(cases)} recorded case(s) vs fp32 eager")
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
+                                               EagerBackend(model, capacities=caps), cases)
+            tracking["fix"] = ("the plan to try next keeps the memory path in fp32: --stage-precision "
+                               "memory_attention=fp32,memory_encoder=fp32 (export time measures it)")
+            tracking["seconds"] = round(time.perf_counter() - t0, 1)
+            for name, c in tracking["cases"].items():
+                log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "
+                    f"({'ok' if c['ok'] else 'MISSED'})")
+        missed = gates.failures(self.stage_gates, tracking)
+        if missed and not self.allow_failing:
+            raise ExportError("accuracy gate missed: " + "; ".join(missed) +
+                              " (or pass --allow-failing-gates to write the variant marked failing)")
+        status = "not gated" if not (self.active and verify) else ("failing" if missed else "passed")
+        for stage in STAGES:
+            recs = {}
+            for target, rel in doc["stages"][stage]["artifacts"].items():
+                rec = self.records.get((stage, target))
+                if rec is None:
+                    p = target_precision(target, precision)
+                    rec = {"precision": p, "scheme": "fp32" if p == "fp32" else
+                           "fp16 compute, fp32 islands (export/precision.py)"}
+                    ver = reports[stage].get(target, {}).get("verify")
+                    if ver and "gate" in ver:
+                        rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
+                else:
+                    rec = dict(rec, gates=self.stage_gates.get((stage, target), []))
+                    own = ("failing" if any(not g["ok"] for g in rec["gates"]) else "passed") if rec["gates"] else status
+                    rec["status"] = own  # this artifact's PSNR gates; the folder's status adds chained tracking
+                recs[target] = rec
+            doc["stages"][stage]["precision"] = recs
+        doc["variant"] = {
+            "name": ((self.quantize if self.quantize != "none" else "mixed") if self.quantized else f"coreml-{self.compress}" if self.compress != "fp16"
+                     else "fp32" if precision == "fp32" else precision),
+            "coreml_compress": self.compress,
+            "executorch_plan": dict(self.plan),
+            "calibration": self._frames_label or None,
+            "status": status,
+            "tracking_gate": tracking,
+            "failures": missed,
+            "note": "gates measured on the weights exported; with synthetic weights they are a lower bound, not a "
+                    "claim about a trained model",
+        }
