@@ -84,7 +84,9 @@ class Manifest(
     val tracker: TrackerConfig,
     val stages: Map<String, StageSpec>,
     val checksums: Map<String, String>,
-    val weightsDescription: String
+    val weightsDescription: String,
+    /** Smaller memory-attention graphs (SlotBuckets.kt); empty for exports without them. */
+    val slotBuckets: List<SlotBucket> = emptyList()
 ) {
     /** Targets (executorch, coreml, ...) for which every stage has an artifact. */
     val completeTargets: List<String>
@@ -175,7 +177,8 @@ class Manifest(
             }
             val m = Manifest(root.int("format_version"), root.string("config"),
                 if (root.has("precision")) root.string("precision") else "unknown", tracker.imageSize, mean, std,
-                pre.double("scale"), tracker, stages, checks, wdesc)
+                pre.double("scale"), tracker, stages, checks, wdesc,
+                SlotBuckets.parse(stagesObj.obj("memory_attention"), tracker.memorySlots, tracker.ptrSlots))
             m.checkShapes(source)
             return m
         }
