@@ -2,6 +2,8 @@ package org.etam.demo
 
 import etam.mobile.core.DecoderOutput
 import etam.mobile.core.Manifest
+import etam.mobile.core.SlotBucket
+import etam.mobile.core.SlotBuckets
 import etam.mobile.core.StageRunner
 import etam.mobile.core.TensorSpec
 import org.pytorch.executorch.EValue
@@ -50,6 +52,8 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
     }
 
     private val stages: Map<String, Stage>
+    private val bucketCandidates: List<SlotBucket>
+    private val bucketStages: Map<Pair<Int, Int>, Stage>
 
     init {
         val loaded = LinkedHashMap<String, Stage>()
@@ -64,7 +68,29 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
             loaded[name] = Stage(name, module, manifest.stage(name).inputs)
         }
         stages = loaded
+        // Smaller memory-attention graphs (SlotBuckets.kt): the smallest that holds the valid slots
+        // runs. Their programs use ExecuTorch's LLM custom op llama::custom_sdpa (fused attention),
+        // which the executorch-android AAR ships with its LLM custom-ops library.
+        bucketCandidates = SlotBuckets.candidates(manifest, target)
+        val specs = manifest.stage("memory_attention").inputs
+        bucketStages = bucketCandidates.dropLast(1).associate { b ->
+            val file = File(folder, b.artifacts.getValue(target))
+            if (!file.isFile) throw ModelException("${file.name} is missing from ${folder.path}; copy the whole export folder again")
+            val shapes = specs.map { t ->
+                val shape = t.shape.copyOf()
+                when (t.name) {
+                    "mem_feats", "mem_tpos", "mem_valid" -> shape[0] = b.memorySlots
+                    "obj_ptrs", "ptr_valid" -> shape[0] = b.ptrSlots
+                }
+                TensorSpec(t.name, shape, t.dtype)
+            }
+            val module = try { Module.load(file.absolutePath) } catch (t: Throwable) {
+                throw ModelException("${file.name} could not be loaded (${t.message}); it needs a $target runtime with the LLM custom ops")
+            }
+            Pair(b.memorySlots, b.ptrSlots) to Stage("memory_attention", module, shapes)
+        }
     }
+
 
     private fun stage(name: String) = stages.getValue(name)
 
@@ -76,13 +102,14 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
 
     override fun memoryAttention(feats: FloatArray, memFeats: FloatArray, memTpos: IntArray, memValid: FloatArray,
                                  objPtrs: FloatArray, ptrValid: FloatArray): FloatArray {
-        val s = stage("memory_attention")
+        val cut = SlotBuckets.select(bucketCandidates, manifest.tracker, memFeats, memTpos, memValid, objPtrs, ptrValid)
+        val s = bucketStages[Pair(cut.bucket.memorySlots, cut.bucket.ptrSlots)] ?: stage("memory_attention")
         s.setFloat(0, feats)
-        s.setFloat(1, memFeats)
-        s.setInt(2, memTpos)
-        s.setFloat(3, memValid)
-        s.setFloat(4, objPtrs)
-        s.setFloat(5, ptrValid)
+        s.setFloat(1, cut.memFeats)
+        s.setInt(2, cut.memTpos)
+        s.setFloat(3, cut.memValid)
+        s.setFloat(4, cut.objPtrs)
+        s.setFloat(5, cut.ptrValid)
         return s.run()[0].toTensor().dataAsFloatArray
     }
 
@@ -108,5 +135,6 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
 
     fun close() {
         for (s in stages.values) s.module.destroy()
+        for (s in bucketStages.values) s.module.destroy()
     }
 }
