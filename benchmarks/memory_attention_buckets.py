@@ -7,7 +7,8 @@ process with the calls alternated (a shared machine's load hits all of them alik
 eager: the stage on exactly the valid slots (EagerBackend). before: the full graph (every slot),
 attention as XNNPACK bmm-softmax-bmm. fused_full: the full graph with the fused llama::custom_sdpa
 attention. after: the slot bucket the runtime picks (contracts.choose_slot_bucket), fused. Only the
-programs the asked slot counts need are exported (`etam-mobile bench --scaling executorch` does
+programs the asked slot counts need are exported. `--fused` makes "after" use the fused attention and
+adds fused_full (the full graph, fused) (`etam-mobile bench --scaling executorch` does
 the same from a complete export folder).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--fused", action="store_true", help="after = fused-attention buckets, and time the fused full graph")
     args = ap.parse_args(argv)
     import tempfile
 
@@ -80,8 +82,10 @@ def main(argv=None) -> int:
         k, p = buckets[choose_slot_bucket(buckets, n, n)]
         cut = [inputs[0], inputs[1][:k], inputs[2][:k], inputs[3][:k], inputs[4][:p], inputs[5][:p]]
         fns = {"eager": lambda: eager.run("memory_attention", inputs)}
-        for name, kp, fused, arr in (("before", (K, P), False, inputs), ("fused_full", (K, P), True, inputs),
-                                     ("after", (k, p), True, cut)):
+        variants = [("before", (K, P), False, inputs), ("after", (k, p), args.fused, cut)]
+        if args.fused:
+            variants.insert(1, ("fused_full", (K, P), True, inputs))
+        for name, kp, fused, arr in variants:
             tag = f"{'fused' if fused else 'unfused'}_{kp[0]}x{kp[1]}"
             meth = program(tag, *kp, fused)
             tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arr]
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
                                         for key in times if key != "eager"}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    doc = {"config": cfg.name, "threads": args.threads, "reps": args.reps,
+    doc = {"config": cfg.name, "threads": args.threads, "reps": args.reps, "after_fused": args.fused,
            "command": "python benchmarks/memory_attention_buckets.py " + " ".join(sys.argv[1:]),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "delegation": {name: {k: v[2][k] for k in ("delegated_fraction", "not_delegated_ops")}

@@ -69,7 +69,7 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
         }
         stages = loaded
         // Smaller memory-attention graphs (SlotBuckets.kt): the smallest that holds the valid slots
-        // runs. Their programs use ExecuTorch's LLM custom op llama::custom_sdpa (fused attention),
+        // runs. An export with fused attention uses ExecuTorch's LLM custom op llama::custom_sdpa,
         // which the executorch-android AAR ships with its LLM custom-ops library.
         bucketCandidates = SlotBuckets.candidates(manifest, target)
         val specs = manifest.stage("memory_attention").inputs
