@@ -158,7 +158,8 @@ def make_parser() -> argparse.ArgumentParser:
     # to see, not a command to hide.
     from etam_export import cli as export_cli
 
-    from . import bench, bench_image, segment
+    from . import bench, segment
+    from .bench import image as bench_image
     from .eval import cli as eval_cli
 
     for module in (export_cli, bench, segment, bench_image, eval_cli):

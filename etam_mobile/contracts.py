@@ -80,12 +80,56 @@ class StageSpec:
         return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
 
 
+def slot_buckets(cfg: ModelConfig, caps: Capacities) -> list[tuple[int, int]]:
+    """(memory_slots, ptr_slots) of the smaller memory-attention graphs exported next to the
+    full one (which is not listed), so the runtime does no work on empty slots.
+
+    Every tracked frame adds one memory and one pointer, so with one conditioning frame frame t
+    has min(t, num_maskmem) memories and min(t, max_obj_ptrs) pointers: equal counts until the
+    memory window is full. Hence power-of-two buckets below the steady state with as many
+    pointer slots as memory slots (the first frames), then the steady state of a one-prompt
+    video (one conditioning frame + every recent frame, and its pointers), then the full graph
+    (all conditioning slots) as the fallback for everything else.
+    """
+    K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
+    steady = (cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder)
+    out, k = [], 1
+    while k < steady[0]:
+        out.append((k, k))
+        k *= 2
+    if steady[0] < K and steady[1] <= P:
+        out.append(steady)
+    return out
+
+
+def choose_slot_bucket(buckets, n_mem: int, n_ptr: int) -> int:
+    """Index of the memory-attention graph to run for n_mem valid memory slots and n_ptr valid
+    pointer slots. `buckets` lists (memory_slots, ptr_slots) as the manifest does, the full
+    graph last. The smallest that fits wins: fewest memory slots, then fewest pointer slots,
+    then the earliest in the list. Valid entries come first in the padded arrays, so the chosen
+    graph gets the first memory_slots / ptr_slots entries. -1 when none fits."""
+    best = -1
+    for i, (k, p) in enumerate(buckets):
+        if k >= n_mem and p >= n_ptr and (best < 0 or (k, p) < tuple(buckets[best])):
+            best = i
+    return best
+
+
 def stage_specs(cfg: ModelConfig, caps: Capacities) -> dict[str, StageSpec]:
     """Ordered I/O of every stage for a config and capacities (batch is always 1)."""
+    K, P, N = caps.memory_slots(cfg), caps.ptr_slots(cfg), caps.points
+    return _specs(cfg, K, P, N)
+
+
+def memory_attention_spec(cfg: ModelConfig, memory_slots: int, ptr_slots: int) -> StageSpec:
+    """The memory_attention contract at other slot counts (a slot bucket)."""
+    return _specs(cfg, memory_slots, ptr_slots, 1)["memory_attention"]
+
+
+def _specs(cfg: ModelConfig, K: int, P: int, N: int) -> dict[str, StageSpec]:
     f32, i32 = torch.float32, torch.int32
     S, h, C, M = cfg.image_size, cfg.feat_size, cfg.d_model, cfg.mem_dim
     lr = cfg.low_res_size
-    K, P, N = caps.memory_slots(cfg), caps.ptr_slots(cfg), caps.points
     T = NUM_MASK_TOKENS
     specs = [
         StageSpec(

@@ -30,10 +30,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision: str, artifacts: dict,
-                   checksums: dict, extra: dict | None = None, producers: dict | None = None) -> dict:
+                   checksums: dict, extra: dict | None = None, producers: dict | None = None,
+                   slot_buckets: list | None = None) -> dict:
     """`artifacts` maps stage -> {target: relative path}; `checksums` maps relative path -> sha256;
     `producers` maps package -> version that wrote the artifacts (executorch, coremltools): the
-    apps refuse artifacts from versions their runtime does not read."""
+    apps refuse artifacts from versions their runtime does not read.
+    `slot_buckets`: smaller memory-attention graphs, [{"memory_slots", "ptr_slots", "artifacts"}],
+    written as stages.memory_attention.slot_buckets (contracts.choose_slot_bucket picks one)."""
     specs = stage_specs(cfg, caps)
     model = asdict(cfg)
     model.pop("synthetic", None)
@@ -77,6 +80,10 @@ def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision:
         "artifact_producers": dict(producers or {}),
         "tool": {"etam_mobile": __version__, **(extra or {})},
     }
+    doc["stages"]["memory_attention"]["slot_buckets"] = [
+        {"memory_slots": int(b["memory_slots"]), "ptr_slots": int(b["ptr_slots"]), "artifacts": dict(b["artifacts"])}
+        for b in (slot_buckets or [])
+    ]
     return doc
 
 

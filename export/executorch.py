@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from etam_mobile.contracts import StageSpec
+from etam_mobile.contracts import MASK_BIAS, StageSpec
 
 from .common import ExportError, import_quietly, parity, quiet_converters, torch_inputs, wrap_error
 
@@ -38,6 +38,50 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, e
     if attn_mask is not None:
         logits = logits + attn_mask.expand(*batch, n, m).reshape(-1, n, m)
     return torch.bmm(torch.softmax(logits, -1), v.reshape(-1, m, dv)).reshape(*batch, n, dv)
+
+
+def _sdpa_fused(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """SDPA as ExecuTorch's flash-style CPU kernel `llama::custom_sdpa` (its LLM custom ops): the
+    (queries x keys) logits are computed block by block and never written out.
+
+    The kernel takes q, k, v as (batch, seq, heads, dim) with one head width, no broadcast mask,
+    and attends to the first `start_pos + q_len` keys. So: the per-key bias becomes one extra
+    key column (q gets a column of ones, k the bias / scale: the logit gains exactly the bias);
+    values are zero-padded to the query width (the export form's 64-d values; the padding columns
+    are dropped after); keys are padded with masked entries up to the query count when fewer;
+    start_pos = keys - queries."""
+    if is_causal or enable_gqa or dropout_p or q.dim() != 4 or q.shape[:2] != (1, 1) or k.shape[:2] != (1, 1) or (
+            attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.numel() != k.shape[-2])):
+        return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    s = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    n, d = q.shape[-2:]
+    m, dv = k.shape[-2], v.shape[-1]
+    q2, k2, v2 = q.reshape(1, n, 1, d), k.reshape(1, m, 1, d), v.reshape(1, m, 1, dv)
+    if attn_mask is not None:
+        q2 = torch.cat([q2, torch.ones(1, n, 1, 1, dtype=q.dtype)], -1)
+        k2 = torch.cat([k2, attn_mask.reshape(1, m, 1, 1).to(q.dtype) / s], -1)
+    width = q2.shape[-1]
+    if m < n:  # never-attended keys: logit MASK_BIAS (bias column) or, without a bias, ...
+        if attn_mask is None:  # ... give q a bias column now
+            q2 = torch.cat([q2, torch.ones(1, n, 1, 1, dtype=q.dtype)], -1)
+            k2 = torch.cat([k2, torch.zeros(1, m, 1, 1, dtype=q.dtype)], -1)
+            width += 1
+        pad = torch.cat([torch.zeros(1, n - m, 1, width - 1, dtype=q.dtype),
+                         torch.full((1, n - m, 1, 1), MASK_BIAS / s, dtype=q.dtype)], -1)
+        k2 = torch.cat([k2, pad], 1)
+        v2 = torch.cat([v2, torch.zeros(1, n - m, 1, dv, dtype=q.dtype)], 1)
+    if width > dv:
+        v2 = torch.cat([v2, torch.zeros(1, v2.shape[1], 1, width - dv, dtype=q.dtype)], -1)
+    out = torch.ops.llama.custom_sdpa(q2, k2, v2, k2.shape[1] - n, None, 0.0, False, s)
+    return out[..., :dv].reshape(1, 1, n, dv)
+
+
+def load_custom_ops() -> None:
+    """Register llama::custom_sdpa (export: its meta kernel; Python runtime: its ExecuTorch kernel)."""
+    import importlib
+
+    with quiet_converters():
+        importlib.import_module("executorch.extension.llm.custom_ops.custom_ops")
 
 
 def _unbind(x, dim=0):
@@ -78,6 +122,20 @@ XNNPACK_DECOMPOSITIONS = {
     aten.mean.dim: _mean,
     aten.layer_norm.default: _layer_norm,
 }
+# Stages whose attention can run as the fused custom_sdpa kernel (see _sdpa_fused). Off by
+# default: measured on this x86 CPU with ExecuTorch 1.4.1, the fused 8-slot memory attention took
+# 1.8-2.1x the time of the XNNPACK bmm-softmax-bmm form (benchmarks/README.md, "issue 15"): the
+# kernel's GEMMs are slower than XNNPACK's and the export form's 64-d values are padded to 257.
+FUSED_ATTENTION_STAGES = ("memory_attention",)
+FUSED_ATTENTION_DEFAULT = False
+
+
+def decompositions(stage: str, fused_attention: bool = FUSED_ATTENTION_DEFAULT) -> dict:
+    """The XNNPACK decomposition table of one stage."""
+    if fused_attention and stage in FUSED_ATTENTION_STAGES:
+        load_custom_ops()
+        return {**XNNPACK_DECOMPOSITIONS, aten.scaled_dot_product_attention.default: _sdpa_fused}
+    return XNNPACK_DECOMPOSITIONS
 
 
 BACKEND_ID = {"executorch": "XnnpackBackend", "executorch-coreml": "CoreMLBackend"}
@@ -124,7 +182,8 @@ def _delegation(graph_module: torch.fx.GraphModule) -> dict:
             "not_delegated_ops": dict(sorted(ops_outside.items()))}
 
 
-def write(ep, path: Path, stage: str, target: str, precision: str) -> dict:
+def write(ep, path: Path, stage: str, target: str, precision: str,
+          fused_attention: bool = FUSED_ATTENTION_DEFAULT) -> dict:
     """Lower an exported stage and write the .pte; returns delegation info."""
     try:
         from executorch.exir import to_edge_transform_and_lower
@@ -133,7 +192,7 @@ def write(ep, path: Path, stage: str, target: str, precision: str) -> dict:
     try:
         with quiet_converters():
             if target == "executorch":
-                ep = ep.run_decompositions(XNNPACK_DECOMPOSITIONS)
+                ep = ep.run_decompositions(decompositions(stage, fused_attention))
             edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner(target, precision)])
             info = _delegation(edge.exported_program().graph_module)
             program = edge.to_executorch()
@@ -143,6 +202,9 @@ def write(ep, path: Path, stage: str, target: str, precision: str) -> dict:
     except Exception as exc:
         raise wrap_error(exc, stage, target, "lowering to ExecuTorch") from exc
     info["precision"] = precision if target == "executorch-coreml" else "fp32"
+    info["fused_attention"] = "llama.custom_sdpa.default" in info["not_delegated_ops"]
+    if info["fused_attention"]:
+        info["runtime_needs"] = "ExecuTorch LLM custom ops (llama::custom_sdpa)"
     return info
 
 
@@ -150,6 +212,7 @@ def load(path: Path):
     """Load a .pte once; returns (program, method or None if its delegate is not in this runtime)."""
     from executorch.runtime import Runtime
 
+    load_custom_ops()
     with quiet_converters():
         runtime = Runtime.get()
         program = runtime.load_program(str(path))

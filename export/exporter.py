@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from etam_mobile import atomic
-from etam_mobile.contracts import STAGES, Capacities, stage_specs
+from etam_mobile.contracts import STAGES, Capacities, memory_attention_spec, stage_specs
+from etam_mobile.contracts import slot_buckets as contract_slot_buckets
 from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, producer_versions, write_manifest
 from etam_mobile.testhooks import fault_point
 
@@ -99,7 +101,8 @@ class _Log:
 def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision: str = "fp16",
                  capacities: Capacities = Capacities(), weights_info: dict | None = None, quiet: bool = False,
                  force: bool = False, verify: bool = True, quantize: str = "none", stage_precision=None,
-                 calibration=None, allow_failing_gates: bool = False, gate_cases=None, compress: str = "fp16") -> dict:
+                 calibration=None, allow_failing_gates: bool = False, gate_cases=None, compress: str = "fp16",
+                 slot_buckets: bool = True) -> dict:
     """Export the four stages of `model` (an EfficientTAM with `.cfg` and `.stages()`) to OUT.
 
     precision: "fp16" (default) makes the Core ML targets compute in fp16 with the fragile
@@ -108,6 +111,10 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
 
     quantize / stage_precision / calibration / allow_failing_gates / gate_cases: compressed
     ExecuTorch variants and their accuracy gates (export/variants.py).
+    slot_buckets: also export the memory attention at the smaller slot counts of
+    contracts.slot_buckets (listed in the manifest; the runtimes run the smallest that fits).
+    Compressed variants are written without buckets for now (the buckets would be fp32 beside a
+    quantised full graph, and their gates are not measured).
     """
     targets = parse_targets(targets)
     precision = check_precision(precision)
@@ -152,7 +159,15 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                 artifacts[stage][target] = rel
                 reports[stage][target] = info
             fault_point("export:stage")
-        checksums = {rel: artifact_sha256(tmp / rel) for per in artifacts.values() for rel in per.values()}
+        buckets = []
+        for k, p in (contract_slot_buckets(cfg, caps) if slot_buckets and not variant.active else []):
+            bucket = _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights,
+                                    verify, tmp, log)
+            buckets.append(bucket)
+            reports[f"memory_attention.k{k}p{p}"] = bucket.pop("reports")
+        rels = [rel for per in artifacts.values() for rel in per.values()]
+        rels += [rel for b in buckets for rel in b["artifacts"].values()]
+        checksums = {rel: artifact_sha256(tmp / rel) for rel in rels}
         extra = {
             "exporter": "etam_export",
             "versions": _versions(),
@@ -163,7 +178,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             "export_report": reports,
         }
         doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra,
-                             producers=producer_versions(targets, extra["versions"]))
+                             producers=producer_versions(targets, extra["versions"]), slot_buckets=buckets)
         variant.finish(doc, tmp, model, caps, reports, target_precision, precision, verify, log)
         write_manifest(tmp, doc)
         fault_point("export:manifest")
@@ -178,6 +193,37 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
         raise ExportError(f"{type(exc).__name__}: {exc}") from exc
     log(f"done in {time.perf_counter() - t_all:.1f} s -> {out}")
     return doc
+
+
+def bucket_inputs(full: list, k: int, p: int) -> list:
+    """The full memory-attention example inputs cut to k memory / p pointer slots, keeping some
+    padding (k - 1 memories valid when k > 1, half the pointers) so masking is exercised."""
+    feats, mem, tpos, mem_valid, ptrs, ptr_valid = full
+    mem_valid = np.zeros((k,), np.float32)
+    mem_valid[: max(1, k - 1)] = 1.0
+    ptr_valid = np.zeros((p,), np.float32)
+    ptr_valid[: max(1, p // 2)] = 1.0
+    return [feats, np.ascontiguousarray(mem[:k]), np.ascontiguousarray(tpos[:k]), mem_valid,
+            np.ascontiguousarray(ptrs[:p]), ptr_valid]
+
+
+def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights, verify, tmp, log):
+    """One memory-attention slot bucket for every target; returns its manifest entry (+ reports)."""
+    spec = memory_attention_spec(cfg, k, p)
+    inputs = bucket_inputs(examples["memory_attention"], k, p)
+    ref = run_eager(reference["memory_attention"], inputs)
+    t0 = time.perf_counter()
+    ep = torch_export(stages["memory_attention"], inputs, "memory_attention")
+    log(f"[bucket] memory_attention k={k} p={p}: torch.export {time.perf_counter() - t0:.1f} s")
+    entry = {"memory_slots": k, "ptr_slots": p, "artifacts": {}, "reports": {}}
+    for target in targets:
+        rel = f"memory_attention.k{k}p{p}{TARGET_SUFFIX[target]}"
+        info, line = _export_one(target, stages["memory_attention"], ep, tmp / rel, spec, inputs, ref, cfg,
+                                 target_precision(target, precision), weights, verify)
+        log(line)
+        entry["artifacts"][target] = rel
+        entry["reports"][target] = info
+    return entry
 
 
 def _export_one(target, module, ep, path, spec, inputs, ref, cfg, precision, weights, verify) -> tuple:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from etam_mobile.checkpoint import load_model  # noqa: E402
 from etam_mobile.configs import tiny_test_config  # noqa: E402
-from etam_mobile.contracts import STAGES, Capacities  # noqa: E402
+from etam_mobile.contracts import STAGES, Capacities, choose_slot_bucket, slot_buckets  # noqa: E402
 from etam_mobile.manifest import TARGET_SUFFIX, build_manifest  # noqa: E402
 from etam_mobile.preprocess import preprocess_frame  # noqa: E402
 from etam_mobile.runtime.backends import EagerBackend  # noqa: E402
@@ -99,9 +99,18 @@ def _round(x, nd=6):
     return float(f"{float(x):.{nd}g}")
 
 
+def _buckets(cfg, targets) -> list:
+    """The exporter's slot buckets with placeholder artifact names (no export is run)."""
+    return [{"memory_slots": k, "ptr_slots": p,
+             "artifacts": {t: f"memory_attention.k{k}p{p}{TARGET_SUFFIX[t]}" for t in targets}}
+            for k, p in slot_buckets(cfg, CAPS)]
+
+
 def manifest_block(cfg) -> dict:
-    doc = build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp32", {}, {})
-    return {k: doc[k] for k in ("format_version", "config", "image_size", "capacities", "postprocessing")}
+    doc = build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp32", {}, {}, slot_buckets=_buckets(cfg, ("executorch",)))
+    out = {k: doc[k] for k in ("format_version", "config", "image_size", "capacities", "postprocessing")}
+    out["stages"] = {"memory_attention": {"slot_buckets": doc["stages"]["memory_attention"]["slot_buckets"]}}
+    return out
 
 
 def run_case(model, name, num_frames, script) -> dict:
@@ -135,7 +144,8 @@ def run_case(model, name, num_frames, script) -> dict:
         rec["mask_sum"] = _round(rec["mask_sum"])
     h, w = VIDEO_HW
     return {"format": "etam-trace", "version": 1, "case": name, "config": cfg.name,
-            "capacities": CAPS.to_dict(cfg), "num_frames": num_frames, "video_size": [w, h], "obj_ids": obj_ids,
+            "capacities": CAPS.to_dict(cfg), "slot_buckets": [list(b) for b in tracker.slot_buckets],
+            "num_frames": num_frames, "video_size": [w, h], "obj_ids": obj_ids,
             "manifest": manifest_block(cfg), "script": script, "records": records}
 
 
@@ -269,6 +279,22 @@ def preprocess_vectors() -> dict:
     return {"normalize": norm, "resize_bicubic": resize}
 
 
+def slot_bucket_vectors(cfg) -> list:
+    """choose_slot_bucket on the default buckets (every count up to capacity and past it) and on
+    unsorted / tied / non-fitting lists, so the ports agree on the order rule too."""
+    K, P = CAPS.memory_slots(cfg), CAPS.ptr_slots(cfg)
+    default = [list(b) for b in slot_buckets(cfg, CAPS)] + [[K, P]]
+    lists = [default, [[8, 17], [2, 4], [2, 2], [4, 2], [1, 8]], [[3, 3], [3, 3], [2, 9], [9, 2]], [[2, 2]]]
+    counts = [(m, p) for m in range(K + 2) for p in (0, 1, m, 9, P, P + 1)]
+    out = []
+    for buckets in lists:
+        cases = sorted(set(counts)) if buckets is default else [(0, 0), (1, 1), (2, 2), (2, 3), (3, 2), (4, 2), (1, 9), (3, 9)]
+        for m, p in cases:
+            out.append({"buckets": buckets, "n_mem": m, "n_ptr": p,
+                        "expect": choose_slot_bucket([tuple(b) for b in buckets], m, p)})
+    return out
+
+
 def decision_vectors(cfg) -> dict:
     rng = np.random.default_rng(12)
     stab = []
@@ -294,7 +320,7 @@ def decision_vectors(cfg) -> dict:
     upsample = {"objects": 2, "side": 6, "height": 7, "width": 11, "low_res": [float(x) for x in low.reshape(-1)],
                 "expect": [float(x) for x in up.reshape(-1)], "obj_ids": [3, 7],
                 "label_map": label_map(up, [3, 7]).reshape(-1).tolist()}
-    return {"stability": stab, "bf16": bf16, "upsample": upsample,
+    return {"stability": stab, "bf16": bf16, "upsample": upsample, "slot_buckets": slot_bucket_vectors(cfg),
             "constants": {"delta": cfg.dynamic_multimask_stability_delta,
                           "thresh": cfg.dynamic_multimask_stability_thresh,
                           "multimask_min_pt_num": cfg.multimask_min_pt_num,
@@ -309,9 +335,13 @@ def sample_manifest(cfg) -> dict:
             rel = stage + TARGET_SUFFIX[target]
             artifacts[stage][target] = rel
             checksums[rel] = hashlib.sha256(f"placeholder {rel}".encode()).hexdigest()
+    buckets = _buckets(cfg, ("executorch", "coreml"))
+    for b in buckets:
+        for rel in b["artifacts"].values():
+            checksums[rel] = hashlib.sha256(f"placeholder {rel}".encode()).hexdigest()
     return build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp16", artifacts, checksums,
                           {"etam_mobile": "fixture", "note": "sample manifest for reader tests; no artifacts exist"},
-                          producers={"executorch": "1.4.1", "coremltools": "9.0"})
+                          producers={"executorch": "1.4.1", "coremltools": "9.0"}, slot_buckets=buckets)
 
 
 def generate() -> dict:

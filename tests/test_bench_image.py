@@ -1,7 +1,7 @@
 """`etam-mobile bench-image` on the tiny config (eager only): the document's shape, counts, errors."""
 import json
 
-from etam_mobile.bench_image import render_markdown, run_bench_image
+from etam_mobile.bench.image import render_markdown, run_bench_image
 from etam_mobile.cli import main
 
 

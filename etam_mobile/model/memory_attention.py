@@ -189,14 +189,6 @@ class MemoryAttention(nn.Module):
             k, v = self._memory_kv(p, mem, mem_pos, project_values=not values_after_attention)
             kp, vp = p.k_proj(ptr_tokens), ptr_tokens if values_after_attention else p.v_proj(ptr_tokens)
             if self.cfg.pooled:
-                kpool, bpool = self._pooled_keys_bias(k, slot_bias)
-                vpool = self._pool(v)
-                pooled = self._attend(
-                    q,
-                    torch.cat([kpool.flatten(1, 2), kp], dim=1),
-                    torch.cat([vpool.flatten(1, 2), vp], dim=1),
-                    torch.cat([bpool, ptr_bias]),
-                )
                 k1 = (pick[None, :, None, None] * k).sum(dim=1)
                 v1 = (pick[None, :, None, None] * v).sum(dim=1)
                 single = self._attend(
@@ -205,7 +197,18 @@ class MemoryAttention(nn.Module):
                     torch.cat([v1, vp], dim=1),
                     torch.cat([torch.zeros(nq, dtype=x.dtype), ptr_bias]),
                 )
-                out = use_pool * pooled + (1.0 - use_pool) * single
+                if mem.shape[1] == 1:  # a one-slot graph (slot bucket) never pools: skip that branch
+                    out = single
+                else:
+                    kpool, bpool = self._pooled_keys_bias(k, slot_bias)
+                    vpool = self._pool(v)
+                    pooled = self._attend(
+                        q,
+                        torch.cat([kpool.flatten(1, 2), kp], dim=1),
+                        torch.cat([vpool.flatten(1, 2), vp], dim=1),
+                        torch.cat([bpool, ptr_bias]),
+                    )
+                    out = use_pool * pooled + (1.0 - use_pool) * single
             else:
                 bias = torch.cat([slot_bias[:, None].expand(-1, nq).reshape(-1), ptr_bias])
                 out = self._attend(

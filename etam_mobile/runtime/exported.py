@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..configs import get_config
-from ..contracts import STAGES, Capacities, stage_specs
+from ..contracts import STAGES, Capacities, choose_slot_bucket, memory_attention_spec, stage_specs
 from ..manifest import artifact_precision, read_manifest
 
 BACKENDS = ("executorch", "onnx", "coreml")
@@ -109,7 +109,8 @@ def _import_runtime(name: str):
 
 
 class ExportedBackend:
-    """Common part: manifest checks, input validation, numpy in/out. Subclasses load and run."""
+    """Common part: manifest checks, input validation, numpy in/out, slot-bucket choice.
+    Subclasses open one artifact (`_open`) and run it (`_call`)."""
 
     name = "exported"
 
@@ -128,12 +129,20 @@ class ExportedBackend:
             raise ArtifactError(f"{self.folder}: {exc}") from None
         self.variant = doc.get("variant", {}).get("name") or "/".join(sorted({r["precision"] for r in
                                                                                self.precision.values()}))
-        self._load()
+        # Memory-attention graphs by (memory_slots, ptr_slots), the full one last (manifest order).
+        full = (self.capacities.memory_slots(self.cfg), self.capacities.ptr_slots(self.cfg))
+        self.bucket_paths = {(b["memory_slots"], b["ptr_slots"]): self.folder / b["artifacts"][target]
+                             for b in manifest_buckets(doc, target)}
+        self.slot_buckets = [*self.bucket_paths, full]
+        self.bucket_specs = {kp: memory_attention_spec(self.cfg, *kp) for kp in self.bucket_paths}
+        self.bucket_calls = {kp: 0 for kp in self.slot_buckets}
+        self._runners = {s: self._open(p) for s, p in self.paths.items()}
+        self._runners.update({kp: self._open(p) for kp, p in self.bucket_paths.items()})
 
-    def _load(self) -> None:
+    def _open(self, path: Path):
         raise NotImplementedError
 
-    def _run(self, stage: str, arrays: list) -> list:
+    def _call(self, runner, spec, arrays: list) -> list:
         raise NotImplementedError
 
     def run(self, stage: str, inputs: list) -> list:
@@ -148,8 +157,33 @@ class ExportedBackend:
             if a.shape != tuple(t.shape):
                 raise ValueError(f"{stage} input {t.name} has shape {a.shape}, the export expects {tuple(t.shape)}")
             arrays.append(a)
-        out = self._run(stage, arrays)
+        key = stage
+        if stage == "memory_attention":
+            key, arrays = self._bucket(arrays)
+            spec = self.bucket_specs.get(key, spec)
+        out = self._call(self._runners[key], spec, arrays)
         return [np.asarray(o, dtype=np.float32).reshape(t.shape) for o, t in zip(out, spec.outputs)]
+
+    def _bucket(self, arrays: list):
+        """The smallest memory-attention graph that holds every valid slot, and its inputs.
+        Valid slots come first (memory_bank.gather); trailing slots are cut off."""
+        feats, mem, tpos, mem_valid, ptrs, ptr_valid = arrays
+        n_mem, n_ptr = int(np.count_nonzero(mem_valid)), int(np.count_nonzero(ptr_valid))
+        kp = self.slot_buckets[choose_slot_bucket(self.slot_buckets, n_mem, n_ptr)]
+        self.bucket_calls[kp] += 1
+        if kp not in self.bucket_paths:
+            return "memory_attention", arrays
+        k, p = kp
+        if np.count_nonzero(mem_valid[k:]) or np.count_nonzero(ptr_valid[p:]):
+            raise ValueError("memory_attention: valid slots must come first (see memory_bank.gather)")
+        return kp, [feats, mem[:k], tpos[:k], mem_valid[:k], ptrs[:p], ptr_valid[:p]]
+
+
+def manifest_buckets(doc: dict, target: str) -> list:
+    """The manifest's memory-attention slot buckets that have an artifact for `target`
+    (an older manifest has none: the full graph then runs every call)."""
+    st = doc["stages"]["memory_attention"]
+    return [b for b in st.get("slot_buckets", []) if target in b.get("artifacts", {})]
 
 
 @contextlib.contextmanager
@@ -181,59 +215,72 @@ def _without_native_lines(marker: str):
 class ExecuTorchBackend(ExportedBackend):
     name = "executorch"
 
-    def _load(self) -> None:
-        with _without_native_lines("cpuinfo_utils"):
-            self._load_programs()
+    def _open(self, path: Path):
+        with _without_native_lines("cpuinfo_utils"):  # ExecuTorch prints a cpuinfo line on every load
+            return self._load_program(path)
 
-    def _load_programs(self) -> None:
+    def _load_program(self, path: Path):
         from executorch.runtime import Runtime
 
+        load_custom_ops()
         runtime = Runtime.get()
         # The Program must outlive its Method: the method's weights live in the program.
-        self._programs, self._methods = {}, {}
-        for stage, path in self.paths.items():
-            program = self._programs[stage] = runtime.load_program(str(path))
-            try:
-                self._methods[stage] = program.load_method("forward")
-            except RuntimeError as exc:
-                raise ArtifactError(f"{path.name} cannot be loaded by this ExecuTorch runtime ({exc}); a "
-                                    f"{self.target} program needs its delegate (registered: "
-                                    f"{', '.join(runtime.backend_registry.registered_backend_names)})") from None
+        program = runtime.load_program(str(path))
+        try:
+            return program, program.load_method("forward")
+        except RuntimeError as exc:
+            raise ArtifactError(f"{path.name} cannot be loaded by this ExecuTorch runtime ({exc}); a "
+                                f"{self.target} program needs its delegate (registered: "
+                                f"{', '.join(runtime.backend_registry.registered_backend_names)}) and, "
+                                "for fused attention, the llama custom ops") from None
 
-    def _run(self, stage, arrays):
+    def _call(self, runner, spec, arrays):
         import torch
 
-        out = self._methods[stage].execute([torch.from_numpy(a) for a in arrays])
+        out = runner[1].execute([torch.from_numpy(a) for a in arrays])
         return [o.numpy() for o in out]
+
+
+def load_custom_ops() -> None:
+    """Register ExecuTorch's LLM custom-op kernels (llama::custom_sdpa, the fused attention the
+    memory-attention programs may use) with the Python runtime; a no-op when already loaded."""
+    import importlib
+
+    importlib.import_module("executorch.extension.llm.custom_ops.custom_ops")
 
 
 class OnnxBackend(ExportedBackend):
     name = "onnx"
+    threads = 0  # ONNX Runtime's own choice
 
-    def _load(self) -> None:
+    def set_threads(self, threads: int) -> None:
+        """Re-open every session with `threads` intra-op threads (benchmarks)."""
+        self.threads = int(threads)
+        self._runners = {key: self._open(self.paths.get(key) or self.bucket_paths[key]) for key in self._runners}
+
+    def _open(self, path: Path):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        self._sessions = {s: ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
-                          for s, p in self.paths.items()}
+        if self.threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
-    def _run(self, stage, arrays):
-        names = [t.name for t in self.specs[stage].inputs]
-        return self._sessions[stage].run(None, dict(zip(names, arrays)))
+    def _call(self, runner, spec, arrays):
+        return runner.run(None, {t.name: a for t, a in zip(spec.inputs, arrays)})
 
 
 class CoreMLBackend(ExportedBackend):
     name = "coreml"
 
-    def _load(self) -> None:
+    def _open(self, path: Path):
         import coremltools as ct
 
-        self._models = {s: ct.models.MLModel(str(p), compute_units=ct.ComputeUnit.ALL) for s, p in self.paths.items()}
+        return ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
 
-    def _run(self, stage, arrays):
-        spec = self.specs[stage]
-        pred = self._models[stage].predict({t.name: a for t, a in zip(spec.inputs, arrays)})
+    def _call(self, runner, spec, arrays):
+        pred = runner.predict({t.name: a for t, a in zip(spec.inputs, arrays)})
         return [pred[t.name] for t in spec.outputs]
 
 
@@ -278,6 +325,19 @@ def _check_contract(doc: dict, folder: Path) -> None:
                                 "re-export the folder")
 
 
+def _check_buckets(doc: dict, folder: Path) -> None:
+    caps = doc["capacities"]
+    buckets = doc["stages"]["memory_attention"].get("slot_buckets", [])
+    if not isinstance(buckets, list):
+        raise ArtifactError(f"{folder}/manifest.json: memory_attention.slot_buckets is not a list; re-export the folder")
+    for b in buckets:
+        k, p = (b.get("memory_slots"), b.get("ptr_slots")) if isinstance(b, dict) else (None, None)
+        if not (isinstance(k, int) and isinstance(p, int) and 1 <= k <= caps["memory_slots"]
+                and 1 <= p <= caps["ptr_slots"] and isinstance(b.get("artifacts"), dict)):
+            raise ArtifactError(f"{folder}/manifest.json has a bad memory_attention slot bucket {b!r} (capacities "
+                                f"{caps['memory_slots']} memory / {caps['ptr_slots']} pointer slots); re-export it")
+
+
 def verify_checksums(folder: Path, doc: dict, rel_paths) -> None:
     """Every artifact exists and hashes to the manifest's SHA-256 (else: name it, say re-export)."""
     for rel in rel_paths:
@@ -309,7 +369,9 @@ def open_backend(name: str, folder, config: str | None = None, checkpoint=None):
     check_platform(name, doc, folder)
     target = _choose_target(name, doc, folder)
     _import_runtime(name)
-    verify_checksums(folder, doc, [doc["stages"][s]["artifacts"][target] for s in STAGES])
+    _check_buckets(doc, folder)
+    verify_checksums(folder, doc, [doc["stages"][s]["artifacts"][target] for s in STAGES]
+                     + [b["artifacts"][target] for b in manifest_buckets(doc, target)])
     backend = _CLASSES[name](folder, doc, target)
     if doc.get("variant", {}).get("status") == "failing":  # written with --allow-failing-gates
         import sys

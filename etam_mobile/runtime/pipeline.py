@@ -98,6 +98,7 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
         if trace:
             doc = {"format": TRACE_FORMAT, "version": 1, "config": backend.cfg.name,
                    "capacities": backend.capacities.to_dict(backend.cfg), "num_frames": n,
+                   "slot_buckets": [list(b) for b in tracker.slot_buckets],
                    "video_size": [w, h], "obj_ids": obj_ids, "records": records}
             Path(tmp / "trace.json").write_text(json.dumps(doc, indent=1))
         files = sorted(p.name for p in tmp.iterdir() if p.name != OWNER_FILE) + [TRACK_MARKER]

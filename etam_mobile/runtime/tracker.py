@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contracts import Capacities
+from ..contracts import Capacities, choose_slot_bucket, slot_buckets
 from .decisions import BOX_LABELS, apply_object_score, build_prompt, choose_mask
 from .ids import check_obj_id
 from .memory_bank import FrameMemory, ObjectBank, round_to_bf16, select_memory
@@ -39,6 +39,7 @@ class FrameTrace:
     obj_score: float
     mask_area: int  # pixels > 0 in the chosen low-res mask
     mask_sum: float  # sum of the chosen low-res logits, clipped to [-32, 32]
+    slot_bucket: list  # [memory_slots, ptr_slots] of the memory-attention graph that runs (choose_slot_bucket)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -55,6 +56,10 @@ class Tracker:
         self.backend = backend
         self.cfg = backend.cfg
         self.caps: Capacities = backend.capacities
+        # (memory_slots, ptr_slots) of the backend's memory-attention graphs, the full one last;
+        # a backend without them (eager) is traced with the exporter's default buckets.
+        self.slot_buckets = list(getattr(backend, "slot_buckets", None) or [
+            *slot_buckets(self.cfg, self.caps), (self.caps.memory_slots(self.cfg), self.caps.ptr_slots(self.cfg))])
         self.num_frames = num_frames
         self.video_hw = video_hw
         self.frame_loader = frame_loader
@@ -125,6 +130,8 @@ class Tracker:
                 obj_score=mem.obj_score,
                 mask_area=int(np.count_nonzero(mem.low_res > 0)),
                 mask_sum=float(np.clip(mem.low_res, -32, 32).astype(np.float64).sum()),
+                slot_bucket=list(self.slot_buckets[choose_slot_bucket(
+                    self.slot_buckets, len(sel.mem_frames), len(sel.ptr_frames))]),
             ).to_dict()
         )
 

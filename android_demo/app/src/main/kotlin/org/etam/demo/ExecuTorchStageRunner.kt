@@ -2,6 +2,8 @@ package org.etam.demo
 
 import etam.mobile.core.DecoderOutput
 import etam.mobile.core.Manifest
+import etam.mobile.core.SlotBucket
+import etam.mobile.core.SlotBuckets
 import etam.mobile.core.StageRunner
 import etam.mobile.core.TensorSpec
 import org.pytorch.executorch.EValue
@@ -53,6 +55,8 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
     /** Milliseconds to load each stage's program and its forward method (done here, at start-up). */
     val stageLoadMs = LinkedHashMap<String, Double>()
     val loadMs: Double
+    private val bucketCandidates: List<SlotBucket>
+    private val bucketStages: Map<Pair<Int, Int>, Stage>
 
     init {
         manifest.requireProducer("executorch", Manifest.SUPPORTED_EXECUTORCH, Manifest.RECOMMENDED_EXECUTORCH,
@@ -81,8 +85,30 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
             stageLoadMs[name] = (System.nanoTime() - s0) / 1e6
         }
         stages = loaded
+        // Smaller memory-attention graphs (SlotBuckets.kt): the smallest that holds the valid slots
+        // runs. An export with fused attention uses ExecuTorch's LLM custom op llama::custom_sdpa,
+        // which the executorch-android AAR ships with its LLM custom-ops library.
+        bucketCandidates = SlotBuckets.candidates(manifest, target)
+        val specs = manifest.stage("memory_attention").inputs
+        bucketStages = bucketCandidates.dropLast(1).associate { b ->
+            val file = File(folder, b.artifacts.getValue(target))
+            if (!file.isFile) throw ModelException("${file.name} is missing from ${folder.path}; copy the whole export folder again")
+            val shapes = specs.map { t ->
+                val shape = t.shape.copyOf()
+                when (t.name) {
+                    "mem_feats", "mem_tpos", "mem_valid" -> shape[0] = b.memorySlots
+                    "obj_ptrs", "ptr_valid" -> shape[0] = b.ptrSlots
+                }
+                TensorSpec(t.name, shape, t.dtype)
+            }
+            val module = try { Module.load(file.absolutePath) } catch (t: Throwable) {
+                throw ModelException("${file.name} could not be loaded (${t.message}); it needs a $target runtime with the LLM custom ops")
+            }
+            Pair(b.memorySlots, b.ptrSlots) to Stage("memory_attention", module, shapes)
+        }
         loadMs = (System.nanoTime() - t0) / 1e6
     }
+
 
     private fun stage(name: String) = stages.getValue(name)
 
@@ -94,13 +120,14 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
 
     override fun memoryAttention(feats: FloatArray, memFeats: FloatArray, memTpos: IntArray, memValid: FloatArray,
                                  objPtrs: FloatArray, ptrValid: FloatArray): FloatArray {
-        val s = stage("memory_attention")
+        val cut = SlotBuckets.select(bucketCandidates, manifest.tracker, memFeats, memTpos, memValid, objPtrs, ptrValid)
+        val s = bucketStages[Pair(cut.bucket.memorySlots, cut.bucket.ptrSlots)] ?: stage("memory_attention")
         s.setFloat(0, feats)
-        s.setFloat(1, memFeats)
-        s.setInt(2, memTpos)
-        s.setFloat(3, memValid)
-        s.setFloat(4, objPtrs)
-        s.setFloat(5, ptrValid)
+        s.setFloat(1, cut.memFeats)
+        s.setInt(2, cut.memTpos)
+        s.setFloat(3, cut.memValid)
+        s.setFloat(4, cut.objPtrs)
+        s.setFloat(5, cut.ptrValid)
         return s.run()[0].toTensor().dataAsFloatArray
     }
 
@@ -126,5 +153,6 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
 
     fun close() {
         for (s in stages.values) s.module.destroy()
+        for (s in bucketStages.values) s.module.destroy()
     }
 }

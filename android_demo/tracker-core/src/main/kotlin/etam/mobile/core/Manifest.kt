@@ -86,7 +86,9 @@ class Manifest(
     val checksums: Map<String, String>,
     val weightsDescription: String,
     /** Package -> version that wrote the artifacts (`artifact_producers`, else `tool.versions`). */
-    val producers: Map<String, String> = emptyMap()
+    val producers: Map<String, String> = emptyMap(),
+    /** Smaller memory-attention graphs (SlotBuckets.kt); empty for exports without them. */
+    val slotBuckets: List<SlotBucket> = emptyList()
 ) {
     /**
      * Refuse artifacts written by a `pkg` version this app's runtime does not read, with the fix.
@@ -191,7 +193,8 @@ class Manifest(
             }
             val m = Manifest(root.int("format_version"), root.string("config"),
                 if (root.has("precision")) root.string("precision") else "unknown", tracker.imageSize, mean, std,
-                pre.double("scale"), tracker, stages, checks, wdesc, producerVersions(root))
+                pre.double("scale"), tracker, stages, checks, wdesc, producerVersions(root),
+                SlotBuckets.parse(stagesObj.obj("memory_attention"), tracker.memorySlots, tracker.ptrSlots))
             m.checkShapes(source)
             return m
         }

@@ -63,8 +63,8 @@ class _TimedBackend:
 def bench_backend(backend, photos: list, taps: list, multimask: bool = True) -> dict:
     """Time one backend: setup (no_mem_embed read-out), per photo the encoder and first tap,
     then every further tap. The first photo is a warm-up and not counted."""
-    from .bench import summarize
-    from .runtime.image_mode import ImagePredictor
+    from .common import summarize
+    from ..runtime.image_mode import ImagePredictor
 
     timed = _TimedBackend(backend)
     pred = ImagePredictor(timed)
@@ -103,9 +103,11 @@ def run_bench_image(config: str, backends, photos: int = 3, taps: int = 10, size
                     seed: int = 0, artifacts=None, threads=None, quiet=False) -> dict:
     import torch
 
-    from .bench import _make_backend, ensure_artifacts, machine_info
-    from .checkpoint import load_model
-    from .configs import get_config
+    from .artifacts import ensure_artifacts
+    from .machine import machine_info
+    from .running import _make_backend
+    from ..checkpoint import load_model
+    from ..configs import get_config
 
     if threads:
         torch.set_num_threads(threads)
@@ -142,7 +144,8 @@ def render_markdown(doc: dict) -> str:
 
 
 def cmd_bench_image(args) -> int:
-    from .bench import BenchError, parse_backends
+    from .command import parse_backends
+    from .common import BenchError
 
     try:
         backends = parse_backends(args.backends)

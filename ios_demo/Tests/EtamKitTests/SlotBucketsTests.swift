@@ -1,0 +1,58 @@
+import XCTest
+@testable import EtamKit
+
+/// The memory-attention slot-bucket choice agrees with the Python runtime (scripts/make_traces.py).
+final class SlotBucketsTests: XCTestCase {
+    private func buckets(_ lists: [Any]) -> [SlotBucket] {
+        lists.map { b in
+            let kp = (b as! [NSNumber]).map { $0.intValue }
+            return SlotBucket(memorySlots: kp[0], ptrSlots: kp[1])
+        }
+    }
+
+    func testVectorsMatchPython() throws {
+        let cases = try Fixtures.obj("vectors.json").objects("slot_buckets")
+        XCTAssertGreaterThan(cases.count, 50)
+        for c in cases {
+            let got = SlotBuckets.choose(buckets(try c.list("buckets")), nMem: try c.int("n_mem"), nPtr: try c.int("n_ptr"))
+            XCTAssertEqual(got ?? -1, try c.int("expect"), c.path)
+        }
+    }
+
+    func testEveryTraceRecordRunsTheBucketTheRuleGives() throws {
+        var checked = 0
+        for name in try Fixtures.traceNames() {
+            let doc = try Fixtures.obj(name)
+            let cands = buckets(try doc.list("slot_buckets"))
+            for r in try doc.objects("records") {
+                let s = try r.obj("selection")
+                let i = try XCTUnwrap(SlotBuckets.choose(cands, nMem: try s.intList("mem_frames").count, nPtr: try s.intList("ptr_frames").count))
+                XCTAssertEqual([cands[i].memorySlots, cands[i].ptrSlots], try r.intList("slot_bucket"), "\(name) \(r.path)")
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 40)
+    }
+
+    func testManifestBucketsAndSelect() throws {
+        let m = try Manifest.parse(try Fixtures.data("manifest.json"))
+        let listed = try SlotBuckets.parse(manifest: try Fixtures.obj("manifest.json"), tracker: m.tracker)
+        let cands = try SlotBuckets.candidates(listed, manifest: m, target: "executorch")
+        XCTAssertEqual(cands.last?.memorySlots, m.tracker.memorySlots)
+        XCTAssertEqual(cands.last?.ptrSlots, m.tracker.ptrSlots)
+        for b in cands.dropLast() { XCTAssertEqual(b.artifacts["executorch"], "memory_attention.k\(b.memorySlots)p\(b.ptrSlots).pte") }
+        XCTAssertEqual(try SlotBuckets.candidates(listed, manifest: m, target: "onnx").count, 1)
+        let cfg = m.tracker
+        let slot = cfg.memDim * cfg.featSize * cfg.featSize
+        var memValid = [Float](repeating: 0, count: cfg.memorySlots)
+        var ptrValid = [Float](repeating: 0, count: cfg.ptrSlots)
+        for i in 0..<3 { memValid[i] = 1; ptrValid[i] = 1 }
+        let got = try SlotBuckets.select(cands, tracker: cfg, memFeats: (0..<(cfg.memorySlots * slot)).map { Float($0) },
+                                         memTpos: (0..<cfg.memorySlots).map { Int32($0 + 10) }, memValid: memValid,
+                                         objPtrs: [Float](repeating: 1, count: cfg.ptrSlots * cfg.dModel), ptrValid: ptrValid)
+        XCTAssertEqual(got.bucket.memorySlots, 4)
+        XCTAssertEqual(got.memFeats.count, 4 * slot)
+        XCTAssertEqual(got.memTpos, [10, 11, 12, 13])
+        XCTAssertEqual(got.ptrValid, [1, 1, 1, 0])
+    }
+}
