@@ -3,9 +3,9 @@ import XCTest
 
 /// The memory-attention slot-bucket choice agrees with the Python runtime (scripts/make_traces.py).
 final class SlotBucketsTests: XCTestCase {
-    private func buckets(_ lists: [Any]) -> [SlotBucket] {
-        lists.map { b in
-            let kp = (b as! [NSNumber]).map { $0.intValue }
+    private func buckets(_ lists: [JSONValue]) throws -> [SlotBucket] {
+        try lists.map { b in
+            let kp = try XCTUnwrap(b.arrayValue?.compactMap { $0.intValue }, "bucket is not a list of numbers")
             return SlotBucket(memorySlots: kp[0], ptrSlots: kp[1])
         }
     }
@@ -14,7 +14,7 @@ final class SlotBucketsTests: XCTestCase {
         let cases = try Fixtures.obj("vectors.json").objects("slot_buckets")
         XCTAssertGreaterThan(cases.count, 50)
         for c in cases {
-            let got = SlotBuckets.choose(buckets(try c.list("buckets")), nMem: try c.int("n_mem"), nPtr: try c.int("n_ptr"))
+            let got = SlotBuckets.choose(try buckets(try c.list("buckets")), nMem: try c.int("n_mem"), nPtr: try c.int("n_ptr"))
             XCTAssertEqual(got ?? -1, try c.int("expect"), c.path)
         }
     }
@@ -23,7 +23,7 @@ final class SlotBucketsTests: XCTestCase {
         var checked = 0
         for name in try Fixtures.traceNames() {
             let doc = try Fixtures.obj(name)
-            let cands = buckets(try doc.list("slot_buckets"))
+            let cands = try buckets(try doc.list("slot_buckets"))
             for r in try doc.objects("records") {
                 let s = try r.obj("selection")
                 let i = try XCTUnwrap(SlotBuckets.choose(cands, nMem: try s.intList("mem_frames").count, nPtr: try s.intList("ptr_frames").count))
