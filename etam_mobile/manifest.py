@@ -22,7 +22,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision: str, artifacts: dict,
-                   checksums: dict, extra: dict | None = None) -> dict:
+                   checksums: dict, extra: dict | None = None, mask_prompt: dict | None = None) -> dict:
     """`artifacts` maps stage -> {target: relative path}; `checksums` maps relative path -> sha256."""
     specs = stage_specs(cfg, caps)
     model = asdict(cfg)
@@ -64,6 +64,8 @@ def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision:
             name: {"artifacts": dict(artifacts.get(name, {})), **spec.to_dict()} for name, spec in specs.items()
         },
         "checksums": dict(checksums),
+        # Mask prompts need no extra graph: see etam_mobile/runtime/mask_prompt.py.
+        **({"mask_prompt": mask_prompt} if mask_prompt is not None else {}),
         "tool": {"etam_mobile": __version__, **(extra or {})},
     }
     return doc

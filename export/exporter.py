@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from etam_mobile.contracts import STAGES, Capacities, stage_specs
+from etam_mobile.runtime.mask_prompt import mask_prompt_constants
 from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, write_manifest
 
 from . import coreml, executorch, onnx
@@ -161,7 +162,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             "verified": bool(verify),
             "export_report": reports,
         }
-        doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra)
+        doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra,
+                             mask_prompt=mask_prompt_constants(model))
         write_manifest(tmp, doc)
         _move_into_place(tmp, out)
     except BaseException as exc:
