@@ -62,8 +62,21 @@ def build_backend(args):
 
 
 def cmd_track(args) -> int:
+    from .runtime.frames import FrameError
+    from .runtime.live import check_live_out, is_live_source, track_live
+    from .runtime.prompts import load_prompts
     from .runtime.pipeline import track_video
 
+    if args.max_frames is not None and args.max_frames < 1:
+        raise FrameError("--max-frames must be at least 1; give the number of frames to track")
+    if is_live_source(args.frames):
+        check_live_out(args.out)
+        load_prompts(args.prompts)  # bad prompts fail before a model is built or the stream is opened
+        backend = build_backend(args)
+        summary = track_live(backend, args.frames, args.prompts, args.out, max_frames=args.max_frames,
+                             quiet=args.quiet)
+        print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
+        return 0
     backend = build_backend(args)
     summary = track_video(
         backend, args.frames, args.prompts, args.out, save_logits=args.save_logits,
@@ -112,7 +125,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("track", help="track objects through a video from a prompt file")
     _add_model_args(p)
-    p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered) or a video file")
+    p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered), a video file, or a live "
+                   "source: a camera (/dev/video0), an rtsp:// or http:// URL, or - for a container on stdin")
+    p.add_argument("--max-frames", type=int, default=None, help="stop a live source after N frames")
     p.add_argument("--prompts", required=True, help="PROMPTS.json (see README)")
     p.add_argument("--out", required=True, help="output folder (masks/*.png, logits.npz, overlay.gif)")
     p.add_argument("--save-logits", action="store_true", help="write OUT/logits.npz at frame resolution")

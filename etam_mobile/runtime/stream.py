@@ -112,6 +112,13 @@ class StreamTracker:
                               f"{self.next_frame}; a stream can only take prompts for the current or a later frame")
         if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool) or not 0 < int(obj_id) < 256:
             raise PromptError(f"object id {obj_id!r} must be an integer 1..255 (mask PNGs store ids as 8-bit values)")
+        if mask is not None and (points is not None or box is not None):
+            raise PromptError(f"prompt for object {obj_id}: a mask prompt cannot be combined with clicks or a box; "
+                              "give the mask alone, then correct with clicks on a later frame")
+        if mask is not None and self.frame_hw is not None and np.shape(mask) != tuple(self.frame_hw):
+            h, w = self.frame_hw
+            raise PromptError(f"mask prompt for object {obj_id} has shape {np.shape(mask)}, the frames are {w}x{h}; "
+                              "give a mask of the frame's size")
         kwargs = dict(points=points, labels=labels, box=box, mask=mask)
         if image is not None:
             self._check_frame_array(image)
