@@ -85,8 +85,7 @@ def test_mask_prompts_match_upstream_eager(mask_model):
 def test_mask_prompt_file_through_cli_pipeline(mask_model, tmp_path):
     """The prompt-file form ({"mask": "masks/x.png"}, relative paths) through `track`'s pipeline."""
     case, golden = mask_case()
-    prompts = MASK_CASE / "case.json"  # its "prompts" list is in the prompt-file format
-    doc = {"prompts": case["prompts"]}
+    doc = {"prompts": case["prompts"]}  # case.json's prompts are in the prompt-file format
     (tmp_path / "masks").mkdir()
     for p in case["prompts"]:
         if "mask" in p:

@@ -8,7 +8,6 @@ is re-prompted with a mask on frame 5 (score +10) and disappears again; objects 
 absent from frame 1 on. On such a frame upstream writes -1024 into the mask, uses the learned
 no-object pointer and encodes an empty memory; the output is an empty mask, not stale pixels.
 """
-import json
 import shutil
 import tempfile
 from pathlib import Path
