@@ -74,14 +74,25 @@ def build_backend(args):
 
 
 def cmd_track(args) -> int:
+    from .runtime.frames import FrameError
+    from .runtime.live import check_live_out, is_live_source, track_live
     from .runtime.pipeline import check_outputs, track_video
     from .runtime.prompts import load_prompts
 
+    if args.max_frames is not None and args.max_frames < 1:
+        raise FrameError("--max-frames must be at least 1; give the number of frames to track")
     prompts = load_prompts(args.prompts)  # a bad prompt file fails before the model is loaded
+    if is_live_source(args.frames):
+        check_live_out(args.out)
+        backend = build_backend(args)
+        summary = track_live(backend, args.frames, args.prompts, args.out, max_frames=args.max_frames,
+                             quiet=args.quiet)
+        print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
+        return 0
     check_outputs(args.out, args.trace, args.force)
     backend = build_backend(args)
     summary = track_video(
-        backend, args.frames, prompts, args.out, save_logits=args.save_logits,
+        backend, args.frames, args.prompts, args.out, save_logits=args.save_logits,
         overlay=args.overlay, trace=args.trace, quiet=args.quiet, force=args.force,
         logits_dtype=args.logits_dtype,
     )
@@ -128,7 +139,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("track", help="track objects through a video from a prompt file")
     _add_model_args(p)
-    p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered) or a video file")
+    p.add_argument("--frames", required=True, help="folder of .jpg/.png frames (numbered), a video file, or a live "
+                   "source: a camera (/dev/video0), an rtsp:// or http:// URL, or - for a container on stdin")
+    p.add_argument("--max-frames", type=int, default=None, help="stop a live source after N frames")
     p.add_argument("--prompts", required=True, help="PROMPTS.json (see README)")
     p.add_argument("--out", required=True, help="output folder (masks/*.png, logits.npz, overlay.gif)")
     p.add_argument("--save-logits", action="store_true",

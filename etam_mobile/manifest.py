@@ -31,12 +31,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision: str, artifacts: dict,
                    checksums: dict, extra: dict | None = None, producers: dict | None = None,
-                   slot_buckets: list | None = None) -> dict:
+                   slot_buckets: list | None = None, mask_prompt: dict | None = None) -> dict:
     """`artifacts` maps stage -> {target: relative path}; `checksums` maps relative path -> sha256;
     `producers` maps package -> version that wrote the artifacts (executorch, coremltools): the
     apps refuse artifacts from versions their runtime does not read.
     `slot_buckets`: smaller memory-attention graphs, [{"memory_slots", "ptr_slots", "artifacts"}],
-    written as stages.memory_attention.slot_buckets (contracts.choose_slot_bucket picks one)."""
+    written as stages.memory_attention.slot_buckets (contracts.choose_slot_bucket picks one).
+    `mask_prompt`: the constants mask prompts need (etam_mobile/runtime/mask_prompt.py)."""
     specs = stage_specs(cfg, caps)
     model = asdict(cfg)
     model.pop("synthetic", None)
@@ -78,6 +79,8 @@ def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision:
         },
         "checksums": dict(checksums),
         "artifact_producers": dict(producers or {}),
+        # Mask prompts need no extra graph: see etam_mobile/runtime/mask_prompt.py.
+        **({"mask_prompt": mask_prompt} if mask_prompt is not None else {}),
         "tool": {"etam_mobile": __version__, **(extra or {})},
     }
     doc["stages"]["memory_attention"]["slot_buckets"] = [

@@ -19,6 +19,7 @@ from etam_mobile import atomic
 from etam_mobile.contracts import STAGES, Capacities, memory_attention_spec, stage_specs
 from etam_mobile.contracts import slot_buckets as contract_slot_buckets
 from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_manifest, producer_versions, write_manifest
+from etam_mobile.runtime.mask_prompt import mask_prompt_constants
 from etam_mobile.testhooks import fault_point
 
 from . import coreml, executorch, onnx
@@ -178,7 +179,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             "export_report": reports,
         }
         doc = build_manifest(cfg, caps, weights, precision, artifacts, checksums, extra,
-                             producers=producer_versions(targets, extra["versions"]), slot_buckets=buckets)
+                             producers=producer_versions(targets, extra["versions"]), slot_buckets=buckets,
+                             mask_prompt=mask_prompt_constants(model))
         variant.finish(doc, tmp, model, caps, reports, target_precision, precision, verify, log)
         write_manifest(tmp, doc)
         fault_point("export:manifest")

@@ -1,11 +1,12 @@
-"""Memory stays flat on long videos: the bank keeps only what upstream's rules can reach."""
+"""Memory stays flat on long streams: the bank keeps only what upstream's rules can reach,
+frames are gone after their step (StreamTracker, no frame count)."""
 import gc
 
 import numpy as np
 import pytest
 
 from etam_mobile.runtime.backends import EagerBackend
-from etam_mobile.runtime.tracker import Tracker
+from etam_mobile.runtime.stream import StreamTracker
 
 NUM_FRAMES = 2000
 
@@ -27,23 +28,20 @@ def test_2000_frames_resident_memory_flat(tiny_model, backend_name):
         from test_export import exported_tiny
 
         backend = open_backend(backend_name, exported_tiny())
-    s = tiny_model.cfg.image_size
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((1, 3, s, s)).astype(np.float32)
-
-    def frame(i):  # a drifting pattern, made on the fly: no frames held anywhere
-        return np.roll(base, i % s, axis=3)
-
-    tracker = Tracker(backend, NUM_FRAMES, (96, 128), frame)
-    tracker.add_prompt(0, 1, [[60, 40]], [1])
-    tracker.add_prompt(0, 2, None, None, [10, 10, 50, 50])
+    base = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    tracker = StreamTracker(backend)
+    tracker.add_prompt(1, points=[[60, 40]], labels=[1])
+    tracker.add_prompt(2, box=[10, 10, 50, 50])
     samples = {}
-    for t, _, low_res in tracker.propagate():
-        assert np.isfinite(low_res).all()
+    for t in range(NUM_FRAMES):
+        result = tracker.step(np.roll(base, t % 128, axis=1))  # a drifting pattern made on the fly
+        assert result.frame_index == t and np.isfinite(result.low_res).all()
         if t in (300, NUM_FRAMES - 1):
             gc.collect()
             samples[t] = rss_mb()
-        for bank in tracker.objects.values():
-            assert len(bank.non_cond) <= 15 and len(bank.cond) == 1
+        for cond, recent, tracked in tracker.bank_sizes().values():
+            assert cond == 1 and recent <= 15 and tracked <= 2
+        assert not tracker.core._feat_cache and not tracker._inputs  # nothing of the frame survives
     growth = samples[NUM_FRAMES - 1] - samples[300]
     assert growth < 20, f"resident memory grew {growth:.1f} MB between frame 300 and {NUM_FRAMES - 1}"

@@ -31,6 +31,9 @@ class EagerBackend:
         self.cfg: ModelConfig = model.cfg
         self.capacities = capacities or Capacities(cond_frames=EAGER_COND_FRAMES)
         self.stages = model.stages()
+        from .mask_prompt import mask_prompt_constants
+
+        self.mask_prompt = mask_prompt_constants(model)
         if threads:
             torch.set_num_threads(threads)
 

@@ -122,6 +122,8 @@ class ExportedBackend:
         self.point_capacity = self.capacities.points
         self.specs = stage_specs(self.cfg, self.capacities)
         self.paths = {s: self.folder / doc["stages"][s]["artifacts"][target] for s in STAGES}
+        # Mask-prompt constants (upstream's 4x4 mask_downsample conv); absent in older exports.
+        self.mask_prompt = doc.get("mask_prompt")
         # The variant comes from the manifest (never from file names): per-stage precision records.
         try:
             self.precision = {s: artifact_precision(doc, s, target) for s in STAGES}

@@ -103,7 +103,9 @@ class VideoFrames:
             with av.open(str(path)) as c:
                 stream = c.streams.video[0]
                 self.width, self.height = stream.codec_context.width, stream.codec_context.height
-                self.count = sum(1 for _ in c.decode(stream))
+                # The container's frame count when it has one (no decode pass before tracking);
+                # only containers without it are counted by decoding.
+                self.count = int(stream.frames or 0) or sum(1 for _ in c.decode(stream))
         except Exception as exc:
             raise FrameError(f"cannot decode video {path} ({type(exc).__name__}); convert it to H.264 .mp4 or a folder of frames") from None
         if self.count == 0:

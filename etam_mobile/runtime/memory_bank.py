@@ -62,10 +62,13 @@ def select_closest_cond_frames(frame_idx: int, cond_frames: list, max_num: int) 
 
 
 def select_memory(
-    frame_idx: int, cond_frames: list, non_cond_frames, num_frames: int, cfg: ModelConfig, caps: Capacities
+    frame_idx: int, cond_frames: list, non_cond_frames, num_frames: int | None, cfg: ModelConfig, caps: Capacities
 ) -> Selection:
     """Memory slots and pointer slots for tracking `frame_idx` forward (upstream's
-    `_prepare_memory_conditioned_features` with memory stride 1, pointers only from the past)."""
+    `_prepare_memory_conditioned_features` with memory stride 1, pointers only from the past).
+
+    `num_frames` (None for a stream of unknown length) never changes the result when tracking
+    forward: upstream's min(num_frames, max_obj_ptrs) only cuts pointer frames that are < 0."""
     selected, unselected = select_closest_cond_frames(frame_idx, cond_frames, caps.cond_frames)
     unselected_set = set(unselected)
     non_cond = set(non_cond_frames)
@@ -78,10 +81,10 @@ def select_memory(
             mem_frames.append(prev)
             mem_tpos.append(t_rel - 1)
     ptr_frames = [t for t in selected if t <= frame_idx]
-    max_ptrs = min(num_frames, cfg.max_obj_ptrs_in_encoder)
+    max_ptrs = cfg.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, cfg.max_obj_ptrs_in_encoder)
     for t_diff in range(1, max_ptrs):
         t = frame_idx - t_diff
-        if t < 0 or t >= num_frames:
+        if t < 0 or (num_frames is not None and t >= num_frames):
             break
         if t in non_cond or t in unselected_set:
             ptr_frames.append(t)
@@ -118,11 +121,16 @@ class ObjectBank:
     def memory_of(self, frame_idx: int) -> FrameMemory:
         return self.cond[frame_idx] if frame_idx in self.cond else self.non_cond[frame_idx]
 
-    def prune(self, frame_idx: int, cfg: ModelConfig) -> None:
-        """Drop non-conditioning frames that forward tracking past `frame_idx` can no longer reach."""
+    def prune(self, frame_idx: int, cfg: ModelConfig, forget_tracked: bool = False) -> None:
+        """Drop non-conditioning frames that forward tracking past `frame_idx` can no longer reach.
+
+        `forget_tracked` (streams, where no prompt can land on a passed frame) also drops the
+        record of which old frames were tracked, so nothing grows with the stream's length."""
         keep = max(cfg.num_maskmem - 1, cfg.max_obj_ptrs_in_encoder - 1)
         for t in [t for t in self.non_cond if t <= frame_idx - keep]:
             del self.non_cond[t]
+        if forget_tracked:
+            self.tracked.intersection_update(range(frame_idx - 1, frame_idx + 1))
 
     def gather(self, sel: Selection, caps_slots: tuple, shapes: tuple):
         """Pack the selected memories into padded arrays with validity masks.

@@ -13,15 +13,15 @@ from pathlib import Path
 
 from ..atomic import (OWNER_FILE, check_destination, check_file_destination, clean_stale, commit,
                       disk_full_error, make_partial, remove_partial)
-from ..preprocess import preprocess_frame
 from ..signals import deferred_signals
 from ..testhooks import fault_point
 from .frames import open_frames
+from .mask_files import load_masks
 from .outputs import ResultWriter, to_video_res
 from .paths import check_output_file, check_output_folder
 from .progress import Progress
 from .prompts import check_against_video, check_capacity, load_prompts
-from .tracker import Tracker
+from .stream import StreamTracker
 
 
 TRACK_MARKER = "track.json"  # marks a folder as a `track` output (so --force may replace it)
@@ -60,6 +60,10 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
     """Returns a summary dict; writes OUT/masks/*.png, OUT/track.json (+ logits.npz, overlay.gif, trace).
 
     An existing OUT is replaced only if it is an earlier track output and `force` is set.
+    The tracking is a loop over the streaming tracker (runtime/stream.py). Prompts on the
+    first prompted frame are given to the stream for that frame; prompts on later frames are
+    decoded up front with their frame's pixels (look-ahead conditioning frames), which is what
+    upstream does when every prompt is added before propagation.
     """
     out = Path(out)
     check_outputs(out, trace, force)
@@ -68,6 +72,8 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
     source = open_frames(frames)
     n, h, w = len(source), source.height, source.width
     check_against_video(prompt_list, n, w, h)
+    base_dir = Path(prompts).parent if not isinstance(prompts, list) else Path(".")
+    masks = load_masks(prompt_list, base_dir, w, h)
     trace_path = Path(trace) if trace and Path(trace).resolve() != (out / "trace.json").resolve() else None
     clean_stale(out)
     if trace_path is not None:
@@ -79,26 +85,33 @@ def track_video(backend, frames, prompts, out, save_logits=False, overlay=False,
         tmp = make_partial(out)
         fault_point("track:start")
         records = [] if trace else None
-        size = backend.cfg.image_size
-        tracker = Tracker(backend, n, (h, w), lambda i: preprocess_frame(source.rgb(i), size).numpy(), trace=records)
+        tracker = StreamTracker(backend, trace=records)
+        start = min(p.frame for p in prompt_list)
         obj_ids = []
-        for p in prompt_list:
-            tracker.add_prompt(p.frame, p.obj_id, p.points, p.labels, p.box)
+        # With prompts on later frames, every prompt is decoded up front in file order (pixels
+        # read for it); otherwise they wait for the start frame, exactly as in a live stream.
+        look_ahead = any(p.frame != start for p in prompt_list)
+        for i, p in enumerate(prompt_list):
+            image = source.rgb(p.frame) if look_ahead else None
+            tracker.add_prompt(p.obj_id, p.points, p.labels, p.box, mask=masks.get(i), frame=p.frame, image=image)
             if p.obj_id not in obj_ids:
                 obj_ids.append(p.obj_id)
         writer = ResultWriter(tmp, n, obj_ids, h, w, save_logits, source.rgb if overlay else None,
                               logits_dtype=logits_dtype)
-        start = min(p.frame for p in prompt_list)
         bar = Progress("tracking", n - start, quiet=quiet)
-        for frame_idx, ids, low_res in tracker.propagate():
-            writer.write(frame_idx, to_video_res(low_res, h, w))
+        for _ in range(start):
+            tracker.skip()
+        for frame_idx in range(start, n):
+            result = tracker.step(source.rgb(frame_idx))
+            order = [result.obj_ids.index(o) for o in obj_ids]  # prompt-file order of objects
+            writer.write(frame_idx, to_video_res(result.low_res[order], h, w))
             bar.update()
             fault_point("track:frame")
         writer.finish(n)
         if trace:
             doc = {"format": TRACE_FORMAT, "version": 1, "config": backend.cfg.name,
                    "capacities": backend.capacities.to_dict(backend.cfg), "num_frames": n,
-                   "slot_buckets": [list(b) for b in tracker.slot_buckets],
+                   "slot_buckets": [list(b) for b in tracker.core.slot_buckets],
                    "video_size": [w, h], "obj_ids": obj_ids, "records": records}
             Path(tmp / "trace.json").write_text(json.dumps(doc, indent=1))
         files = sorted(p.name for p in tmp.iterdir() if p.name != OWNER_FILE) + [TRACK_MARKER]

@@ -28,6 +28,8 @@ class Prompt:
     points: list | None
     labels: list | None
     box: list | None
+    mask: str | None = None  # path of a mask PNG, relative to the prompt file (runtime/mask_files.py)
+    mask_value: int | None = None  # which palette index is the object, for palette PNGs
 
 
 def _short(value) -> str:
@@ -57,13 +59,17 @@ def parse_prompts(data) -> list[Prompt]:
         where = f"prompt #{i}"
         if not isinstance(e, dict):
             raise PromptError(f"{where}: must be an object with id, frame and points/labels or box")
-        unknown = set(e) - {"id", "frame", "points", "labels", "box"}
+        unknown = set(e) - {"id", "frame", "points", "labels", "box", "mask", "mask_value"}
         if unknown:
-            raise PromptError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: id, frame, points, labels, box")
+            raise PromptError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: id, frame, points, labels, box, "
+                              "mask, mask_value")
         check_obj_id(e.get("id"), where)
         if not isinstance(e.get("frame"), int) or isinstance(e.get("frame"), bool) or e["frame"] < 0:
             raise PromptError(f"{where}: 'frame' must be a non-negative integer, got {_short(e.get('frame'))}")
         where = f"prompt #{i} (object {e['id']}, frame {_short(e['frame'])})"
+        if "mask" in e or "mask_value" in e:
+            out.append(parse_mask_entry(e, where))
+            continue
         points = labels = box = None
         if "points" in e or "labels" in e:
             if not isinstance(e.get("points"), list) or not isinstance(e.get("labels"), list):
@@ -94,6 +100,21 @@ def parse_prompts(data) -> list[Prompt]:
         raise PromptError(f"{most} prompts for object {obj_id} on frame {frame}, at most {MAX_PROMPTS_PER_OBJECT_FRAME} "
                           "(each refines the last); merge them into fewer entries")
     return out
+
+
+def parse_mask_entry(e: dict, where: str) -> Prompt:
+    """A mask prompt entry: {"id", "frame", "mask": "masks/obj1.png", "mask_value"?}."""
+    if "mask" not in e:
+        raise PromptError(f"{where}: 'mask_value' needs a 'mask' PNG path")
+    if any(k in e for k in ("points", "labels", "box")):
+        raise PromptError(f"{where}: a mask prompt cannot also carry points, labels or a box; put the clicks in a "
+                          "separate entry on a later frame (or the mask alone)")
+    if not isinstance(e["mask"], str) or not e["mask"]:
+        raise PromptError(f"{where}: 'mask' must be the path of a PNG file (relative to the prompt file)")
+    value = e.get("mask_value")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 256):
+        raise PromptError(f"{where}: 'mask_value' must be a palette index 1..255, got {value!r}")
+    return Prompt(e["id"], e["frame"], None, None, None, mask=e["mask"], mask_value=value)
 
 
 def load_prompts(path) -> list[Prompt]:
@@ -151,7 +172,7 @@ def check_against_video(prompts: list[Prompt], num_frames: int, width: int, heig
     """Frame range and coordinates, checked before any frame is processed."""
     for p in prompts:
         where = f"prompt for object {p.obj_id} on frame {_short(p.frame)}"
-        if p.frame >= num_frames:
+        if num_frames is not None and p.frame >= num_frames:
             raise PromptError(f"{where}: the video has only {num_frames} frames (0..{num_frames - 1})")
         for x, y in p.points or []:
             if not (0 <= x <= width and 0 <= y <= height):

@@ -27,7 +27,7 @@ class FrameTrace:
 
     frame: int
     obj_id: int
-    kind: str  # "prompt" (decoder run on clicks/box) or "track" (propagation)
+    kind: str  # "prompt" (decoder run on clicks/box), "mask" (a mask prompt) or "track" (propagation)
     is_init_cond: bool
     selection: dict
     num_points: int
@@ -46,13 +46,16 @@ class FrameTrace:
 
 
 class Tracker:
-    """Track any number of objects through a video of `num_frames` frames of size `video_hw`.
+    """The tracker state machine for any number of objects on frames of size `video_hw`.
 
-    `frame_loader(i)` returns the model input (1, 3, S, S) float32 for frame i.
-    Use `add_prompt` (any frame, any object, corrections included), then `propagate()`.
+    `frame_loader(i)` returns the model input (1, 3, S, S) float32 for frame i. `num_frames`
+    is the video length for an interactive session over a known video (prompts on any frame,
+    corrections, `propagate()`), or None for a stream (see runtime/stream.py), where the
+    state machine only ever sees the current frame. Both run the same per-frame step,
+    `track_frame`, so the offline and streaming paths make the same decisions.
     """
 
-    def __init__(self, backend, num_frames: int, video_hw: tuple, frame_loader, trace: list | None = None):
+    def __init__(self, backend, num_frames: int | None, video_hw: tuple | None, frame_loader, trace: list | None = None):
         self.backend = backend
         self.cfg = backend.cfg
         self.caps: Capacities = backend.capacities
@@ -136,10 +139,16 @@ class Tracker:
         )
 
     # ---- public API -------------------------------------------------------------
-    def add_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None) -> np.ndarray:
+    def add_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None, mask=None) -> np.ndarray:
         """Clicks and/or a box for one object on one frame (upstream add_new_points_or_box,
-        clear_old_points=True). Returns that object's low-res mask logits on the frame."""
+        clear_old_points=True), or a binary (H, W) `mask` (upstream add_new_mask).
+        Returns that object's low-res mask logits on the frame."""
         check_obj_id(obj_id, f"prompt on frame {frame_idx}")
+        if mask is not None:
+            if points is not None or box is not None:
+                raise PromptError(f"prompt on frame {frame_idx}: a mask prompt cannot be combined with clicks or a "
+                                  "box; give the mask alone, then correct with clicks in a later prompt")
+            return self._add_mask(frame_idx, obj_id, mask)
         self._check_prompt(frame_idx, points, labels, box)
         bank = self.objects.setdefault(obj_id, ObjectBank(obj_id))
         is_init = frame_idx not in bank.tracked
@@ -157,10 +166,52 @@ class Tracker:
         self._record(frame_idx, bank, "prompt", is_init, sel, num_points, choice, iou, mem)
         return mem.low_res
 
-    def _preflight(self) -> None:
-        """Encode the memories of prompted frames (binarized masks) and file them in the bank."""
-        if not self.objects:
-            raise PromptError("no prompts were given for any object; add a prompt first")
+    def _add_mask(self, frame_idx: int, obj_id: int, mask) -> np.ndarray:
+        """Upstream add_new_mask (see runtime/mask_prompt.py): the mask is the frame's output."""
+        from .mask_prompt import MASK_OBJ_SCORE, MaskPromptError, prepare_mask_prompt
+
+        self._check_frame(frame_idx)
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or (self.video_hw is not None and mask.shape != tuple(self.video_hw)):
+            h, w = self.video_hw or ("?", "?")
+            raise PromptError(f"mask prompt on frame {frame_idx} has shape {mask.shape}, the frames are {w}x{h}; "
+                              "give a mask of the frame's size")
+        consts = getattr(self.backend, "mask_prompt", None)
+        if consts is None:
+            raise PromptError("this export folder predates mask prompts (its manifest.json has no 'mask_prompt'); "
+                              "re-export it with this version of etam-mobile")
+        try:
+            low, mask_input = prepare_mask_prompt(mask.astype(bool), self.cfg.image_size, self.cfg.low_res_size,
+                                                  consts)
+        except MaskPromptError as exc:
+            raise PromptError(f"mask prompt for object {obj_id} on frame {frame_idx}: {exc}") from None
+        bank = self.objects.setdefault(obj_id, ObjectBank(obj_id))
+        is_init = frame_idx not in bank.tracked
+        lr = self.cfg.low_res_size
+        pts, labs, _ = build_prompt(None, None, None, self.video_hw or (1, 1), self.cfg.image_size,
+                                    self.backend.point_capacity)
+        feats = self._features(frame_idx)  # raw features: upstream skips memory attention here
+        _, iou, ptrs, score = self.backend.run(
+            "mask_decoder", [feats, pts, labs, mask_input.reshape(1, 1, lr, lr), np.ones((1,), np.float32)]
+        )
+        mem = FrameMemory(low_res=low, obj_ptr=ptrs[0, 0].copy(), obj_score=MASK_OBJ_SCORE)
+        bank.pending[frame_idx] = (mem, is_init)
+        if self.trace is not None:
+            self.trace.append(
+                FrameTrace(
+                    frame=frame_idx, obj_id=obj_id, kind="mask", is_init_cond=is_init,
+                    selection={"mem_frames": [], "mem_tpos": [], "ptr_frames": []}, num_points=0,
+                    multimask=False, mask_index=-1, ptr_index=0, iou=[float(v) for v in iou[0]],
+                    stability=1.0, obj_score=mem.obj_score,
+                    mask_area=int(np.count_nonzero(low > 0)),
+                    mask_sum=float(np.clip(low, -32, 32).astype(np.float64).sum()),
+                ).to_dict()
+            )
+        return low
+
+    def commit_prompts(self) -> None:
+        """Encode the memories of prompted frames (binarized masks) and file them in the bank
+        (upstream propagate_in_video_preflight)."""
         for bank in self.objects.values():
             for frame_idx, (mem, is_cond) in bank.pending.items():
                 self._encode_memory(mem, self._features(frame_idx), binarize=True)
@@ -168,45 +219,73 @@ class Tracker:
             bank.pending.clear()
             for t in bank.cond:
                 bank.non_cond.pop(t, None)
+
+    def _preflight(self) -> None:
+        """Encode the memories of prompted frames (binarized masks) and file them in the bank."""
+        if not self.objects:
+            raise PromptError("no prompts were given for any object; add a prompt first")
+        self.commit_prompts()
         self._forget_features(set())
+
+    def track_frame(self, frame_idx: int) -> np.ndarray:
+        """The per-frame step for every object (one state machine for offline and streams):
+        a conditioning frame returns its stored output; any other frame is tracked from memory,
+        its memory encoded and filed, and the bank pruned. Returns (objects, lr, lr) logits."""
+        feats = None
+        out = []
+        for bank in self.objects.values():
+            if frame_idx in bank.cond:
+                mem = bank.cond[frame_idx]
+            else:
+                if feats is None:
+                    feats = self._features(frame_idx)
+                cond_feats, sel = self._condition(bank, frame_idx, feats, is_init_cond=False)
+                pts, labs, _ = build_prompt(
+                    None, None, None, self.video_hw, self.cfg.image_size, self.backend.point_capacity
+                )
+                mem, choice, iou = self._decode(cond_feats, pts, labs, 0, None)
+                self._encode_memory(mem, feats, binarize=False)
+                bank.non_cond[frame_idx] = mem
+                self._record(frame_idx, bank, "track", False, sel, 0, choice, iou, mem)
+            bank.tracked.add(frame_idx)
+            bank.prune(frame_idx, self.cfg, forget_tracked=self.num_frames is None)
+            out.append(mem.low_res)
+        self._forget_features(set())
+        return np.stack(out) if out else np.zeros((0, self.cfg.low_res_size, self.cfg.low_res_size), np.float32)
+
+    def obj_scores(self, frame_idx: int) -> list:
+        """Object score logit of every object on a frame it has an output for (NaN otherwise)."""
+        out = []
+        for bank in self.objects.values():
+            mem = bank.lookup(frame_idx)
+            out.append(float("nan") if mem is None else mem.obj_score)
+        return out
 
     def propagate(self, start: int | None = None):
         """Track forward from the earliest conditioning frame (or `start`) to the last frame.
 
         Yields (frame_idx, obj_ids, low_res) with low_res (objects, lr, lr) mask logits.
         """
+        if self.num_frames is None:
+            raise RuntimeError("propagate() needs a video of known length; a stream is driven by StreamTracker.step()")
         self._preflight()
         obj_ids = list(self.objects)
         if start is None:
             start = min(t for bank in self.objects.values() for t in bank.cond)
         for frame_idx in range(start, self.num_frames):
-            feats = None
-            out = []
-            for bank in self.objects.values():
-                if frame_idx in bank.cond:
-                    mem = bank.cond[frame_idx]
-                else:
-                    if feats is None:
-                        feats = self._features(frame_idx)
-                    cond_feats, sel = self._condition(bank, frame_idx, feats, is_init_cond=False)
-                    pts, labs, _ = build_prompt(
-                        None, None, None, self.video_hw, self.cfg.image_size, self.backend.point_capacity
-                    )
-                    mem, choice, iou = self._decode(cond_feats, pts, labs, 0, None)
-                    self._encode_memory(mem, feats, binarize=False)
-                    bank.non_cond[frame_idx] = mem
-                    self._record(frame_idx, bank, "track", False, sel, 0, choice, iou, mem)
-                bank.tracked.add(frame_idx)
-                bank.prune(frame_idx, self.cfg)
-                out.append(mem.low_res)
-            self._forget_features(set())
-            yield frame_idx, obj_ids, np.stack(out)
+            yield frame_idx, obj_ids, self.track_frame(frame_idx)
 
     # ---- validation -------------------------------------------------------------
+    def _check_frame(self, frame_idx) -> None:
+        if self.num_frames is None:
+            if frame_idx < 0:
+                raise PromptError(f"prompt on frame {frame_idx}: frame numbers start at 0")
+        elif not 0 <= frame_idx < self.num_frames:
+            raise PromptError(f"prompt on frame {frame_idx}, but the video has frames 0..{self.num_frames - 1}")
+
     def _check_prompt(self, frame_idx, points, labels, box) -> None:
         h, w = self.video_hw
-        if not 0 <= frame_idx < self.num_frames:
-            raise PromptError(f"prompt on frame {frame_idx}, but the video has frames 0..{self.num_frames - 1}")
+        self._check_frame(frame_idx)
         if points is None and box is None:
             raise PromptError(f"prompt on frame {frame_idx} has neither points nor a box")
         if (points is None) != (labels is None) or (points is not None and len(points) != len(labels)):
