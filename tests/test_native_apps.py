@@ -120,17 +120,31 @@ def test_fixture_traces_cover_the_rules():
     assert any(len(r["selection"]["ptr_frames"]) == 15 for r in records), "pointer window never full"
 
 
-def test_kotlin_tracker_core_junit():
+def test_kotlin_tracker_core_junit(tmp_path):
     _require_tool("kotlinc", "apt-get install -y kotlin junit4 (`make test` installs it)")
     if not Path("/usr/share/java/junit4.jar").exists():
         pytest.skip("JUnit 4 is not installed (apt-get install -y junit4)")
+    result = tmp_path / "device_result.json"
+    env = dict(os.environ, ETAM_DEVICE_RESULT_OUT=str(result))
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "native_tests.sh")], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"tracker-core tests failed:\n{out[-4000:]}"
     m = re.search(r"^OK \((\d+) tests?\)", out, re.M)
     assert m and int(m.group(1)) > 0, f"no JUnit OK summary:\n{out[-2000:]}"
-    assert "TraceReplayTest" in out
+    for name in ("TraceReplayTest", "CorrectionTest", "BenchmarkTest"):
+        assert name in out, f"{name} did not run:\n{out[-2000:]}"
+    # The JSON the Kotlin core writes (the Android app's benchmark mode) is a valid device result.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from merge_device_results import device_row, load_device_result
+    finally:
+        sys.path.pop(0)
+    doc = load_device_result(result)
+    assert device_row(doc)["stages"]["image_encoder"] == 11.5
+    assert doc["backend"] == "executorch" and doc["compute_units"] == "xnnpack"
+    assert doc["model_load_ms"] > 0 and doc["frame_ms"]["trimmed_mean"] > 0 and doc["peak_memory_mb"] > 0
+    assert doc["cpu_governor"] and doc["stages"]["image_encoder"]["load_ms"] > 0
 
 
 def _require_tool(name: str, hint: str):

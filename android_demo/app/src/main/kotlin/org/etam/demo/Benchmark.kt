@@ -4,18 +4,25 @@ import android.graphics.Bitmap
 import android.graphics.Color
 import android.os.Build
 import etam.mobile.core.BenchmarkReport
+import etam.mobile.core.BenchmarkRun
 import etam.mobile.core.DeviceInfo
+import etam.mobile.core.DeviceProbe
 import etam.mobile.core.Json
-import etam.mobile.core.Prompt
-import etam.mobile.core.TimedStageRunner
-import etam.mobile.core.Tracker
+import etam.mobile.core.Manifest
 import java.io.File
+import java.text.SimpleDateFormat
+import java.util.Date
+import java.util.Locale
+import java.util.TimeZone
 
 /**
- * Benchmark mode: one object clicked at the centre of frame 0, then `frames` tracked frames
- * (after `warmup` untimed ones). Writes the device-results JSON (benchmarks/ reads it).
+ * Benchmark mode at the level of ExecuTorch's benchmark apps: one object clicked at the centre
+ * of frame 0, `warmup` untimed frames, then `frames` timed ones (tracker-core's BenchmarkRun).
+ * Writes the device-results JSON benchmarks/merge_device_results.py reads: model load time
+ * (total and per stage), median / p90 / trimmed mean per stage and per frame, peak memory
+ * (VmHWM), the CPU governor and the delegate.
  */
-class Benchmark(private val models: ModelStore.Loaded, private val runner: ExecuTorchStageRunner, private val computeUnits: String) {
+class Benchmark(private val models: ModelStore.Loaded, private val runner: ExecuTorchStageRunner, private val delegate: String) {
     /** Frames of the open video, or a synthetic moving square when none is open. */
     private fun syntheticFrame(i: Int, w: Int, h: Int): Bitmap {
         val bmp = Bitmap.createBitmap(w, h, Bitmap.Config.ARGB_8888)
@@ -25,31 +32,30 @@ class Benchmark(private val models: ModelStore.Loaded, private val runner: Execu
         return bmp
     }
 
+    /** Peak resident memory of the app process; the Java heap's high-water mark is part of it. */
+    private fun peakMemoryMb(): Double? = DeviceProbe.peakRssMb()
+
     fun run(video: VideoFrameSource?, frames: Int, warmup: Int, outDir: File, progress: (String) -> Unit): File {
         val w = video?.width ?: 640
         val h = video?.height ?: 480
-        val total = minOf(warmup + frames, video?.numFrames ?: Int.MAX_VALUE)
-        if (total <= warmup + 1) throw IllegalArgumentException("the video has only ${video?.numFrames} frames; the benchmark needs more than ${warmup + 1}")
-        val timed = TimedStageRunner(runner)
+        val available = video?.numFrames ?: Int.MAX_VALUE
+        if (available < warmup + 2) {
+            throw IllegalArgumentException("the video has only $available frames; the benchmark needs at least ${warmup + 2} (or close the video to use synthetic frames)")
+        }
+        val timedFrames = minOf(frames, available - 1 - warmup)
         val pre = BitmapPreprocessor(models.manifest)
         val provider = BitmapFrameProvider(pre) { i -> video?.frame(i) ?: syntheticFrame(i, w, h) }
-        val tracker = Tracker(timed, models.manifest.tracker, total, w, h, provider, 1)
-        tracker.addPrompt(0, 1, Prompt(listOf(floatArrayOf(w / 2f, h / 2f)), listOf(1)))
-        val frameTimes = ArrayList<Double>()
-        val start = tracker.beginPropagation()
-        for (i in start + 1 until total) {
-            if (i == start + 1 + warmup) timed.clear()
-            val t0 = System.nanoTime()
-            tracker.trackFrame(i)
-            if (i >= start + 1 + warmup) frameTimes.add((System.nanoTime() - t0) / 1e6)
-            progress("benchmark: frame $i / ${total - 1}")
-        }
+        val measured = BenchmarkRun.run(runner, models.manifest.tracker, provider, w, h, timedFrames, warmup,
+            runner.loadMs, runner.stageLoadMs, { peakMemoryMb() }, DeviceProbe.cpuGovernor(), progress)
         val device = DeviceInfo(Build.MANUFACTURER + " " + Build.MODEL, "Android", Build.VERSION.RELEASE,
             if (Build.VERSION.SDK_INT >= 31) Build.SOC_MODEL else Build.HARDWARE)
-        val doc = BenchmarkReport.build(device, "executorch", computeUnits, models.manifest, timed.times, frameTimes,
-            BuildConfig.VERSION_NAME, models.manifestSha256)
+        val report = mapOf<String, Any?>("delegate" to delegate, "runtime" to "executorch-android ${BuildConfig.EXECUTORCH_VERSION}")
+        val stamp = SimpleDateFormat("yyyy-MM-dd'T'HH:mm:ss'Z'", Locale.US).apply { timeZone = TimeZone.getTimeZone("UTC") }.format(Date())
+        val doc = BenchmarkReport.build(device, "executorch", delegate, models.manifest, measured,
+            BuildConfig.VERSION_NAME, models.manifestSha256, Manifest.STAGES.associate { it to report }, stamp,
+            if (video == null) "synthetic frames ${w}x$h" else "video ${w}x$h")
         outDir.mkdirs()
-        val file = File(outDir, "device_results_${Build.MODEL.replace(' ', '_')}_${models.manifest.config}.json")
+        val file = File(outDir, BenchmarkReport.fileName(device, models.manifest.config, delegate))
         file.writeText(Json.write(doc))
         return file
     }

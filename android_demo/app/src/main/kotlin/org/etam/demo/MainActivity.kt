@@ -58,7 +58,6 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
     private var cameraFrame: Bitmap? = null
     private var cameraIndex = 0
     private var cameraTracking = false
-    private var needsBegin = true
 
     /** Clicks and box of the object being prompted on the current frame (re-sent together). */
     private val clicks = ArrayList<FloatArray>()
@@ -239,10 +238,8 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
             currentFrame = cameraIndex
             val tr = tracker!!
             if (cameraTracking && tr.objects.isNotEmpty()) {
-                if (needsBegin) {
-                    tr.beginPropagation(cameraIndex)
-                    needsBegin = false
-                }
+                // New prompts take effect from this frame on; a correction keeps its mask.
+                if (tr.resumeStart() != null) tr.beginPropagation(cameraIndex, keepCorrections = true)
                 val r = tr.trackFrame(cameraIndex)
                 render(bmp, r)
             } else {
@@ -261,7 +258,6 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
             BitmapFrameProvider(pre) { i -> if (cameraMode) cameraFrame!! else video!!.frame(i) }, MAX_OBJECTS)
         results.clear()
         currentObject = 1
-        needsBegin = true
         resetPrompt()
     }
 
@@ -303,7 +299,6 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         background {
             val t = tracker ?: throw IllegalArgumentException("open a video or the camera first")
             val low = t.addPrompt(frame, obj, Prompt(pts, labs, b))
-            needsBegin = true
             if (cameraMode) cameraTracking = true
             val ids = t.objIds
             val all = FloatArray(ids.size * low.size) { -1024f }
@@ -335,12 +330,17 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
     }
 
     // ---- tracking and display ----------------------------------------------------
+    /**
+     * Track from where the latest prompts take effect (Tracker.resumeStart(): just after a
+     * correction, which keeps its mask, else the first prompted frame) to the last frame.
+     */
     private fun trackVideo() = background {
         val t = tracker ?: throw IllegalArgumentException("open a video first")
         val v = video ?: throw IllegalArgumentException("Track runs over a video; in camera mode tracking is live")
+        val from = t.resumeStart() ?: throw PromptException("no new prompts since the last Track; tap an object to add or correct it")
         val start = System.nanoTime()
         var n = 0
-        t.propagate { r ->
+        t.propagate(start = from, keepCorrections = true) { r ->
             store(r)
             n++
             if (n % 5 == 0 || r.frameIdx == v.numFrames - 1) {
@@ -350,10 +350,9 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
             info("tracking frame ${r.frameIdx + 1} / ${v.numFrames}")
             true
         }
-        needsBegin = false
         resetPrompt()
         val ms = (System.nanoTime() - start) / 1e6 / maxOf(n, 1)
-        info("tracked $n frames (%.0f ms/frame); scrub to review, tap to correct".format(ms))
+        info("tracked $n frames from frame $from (%.0f ms/frame); scrub to review, tap to correct".format(ms))
     }
 
     private fun store(r: FrameResult) {
@@ -398,7 +397,7 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
     private fun benchmark() = background {
         val m = requireModels()
         stopCamera()
-        info("benchmark: running ${BENCH_FRAMES} frames ...")
+        info("benchmark: ${BENCH_WARMUP} warm-up + ${BENCH_FRAMES} timed frames ...")
         val file = Benchmark(m, runner!!, "xnnpack").run(video, BENCH_FRAMES, BENCH_WARMUP, getExternalFilesDir("bench")!!) { info(it) }
         info("benchmark written to ${file.path}; adb pull it into benchmarks/device_results/")
     }

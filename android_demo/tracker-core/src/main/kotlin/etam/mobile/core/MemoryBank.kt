@@ -75,6 +75,8 @@ class ObjectBank(val objId: Int) {
     val cond = LinkedHashMap<Int, FrameMemory>()
     val nonCond = LinkedHashMap<Int, FrameMemory>()
     val tracked = HashSet<Int>()
+    /** Frames whose mask came from a correction click (kept when the app re-tracks). */
+    val corrections = HashSet<Int>()
     /** frame -> (output, becomes a conditioning frame) awaiting memory encoding. */
     val pending = LinkedHashMap<Int, Pair<FrameMemory, Boolean>>()
 

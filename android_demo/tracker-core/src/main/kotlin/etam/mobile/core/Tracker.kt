@@ -47,6 +47,11 @@ class FrameResult(val frameIdx: Int, val objIds: IntArray, val lowRes: FloatArra
  * Objects are independent; `addPrompt` on any frame (corrections included), then
  * `beginPropagation()` and `trackFrame(i)` for each following frame (or `propagate`).
  * `numFrames` may be Int.MAX_VALUE for a live camera.
+ *
+ * `propagate()` / `beginPropagation()` follow upstream: tracking restarts at the first
+ * conditioning frame and a correction on an already tracked frame is tracked over again (so
+ * its mask is replaced). Apps call `resumeStart()` and `beginPropagation(start, keepCorrections = true)`
+ * instead: corrected frames keep the corrected mask and tracking continues after them.
  */
 class Tracker(
     val runner: StageRunner,
@@ -64,6 +69,17 @@ class Tracker(
     private val lr2 = cfg.lowResSize * cfg.lowResSize
     private val zeroMask = FloatArray(lr2)
     private val trackingPrompt = Prompts.build(null, videoWidth, videoHeight, cfg.imageSize, cfg.points)
+
+    /**
+     * Keep every tracked frame's memory instead of only the window forward tracking reads
+     * (results are the same). Costs memory per frame and object, and lets `resumeStart()`
+     * continue right after a correction anywhere in a video instead of only near the end.
+     */
+    var keepAllMemories = false
+    /** Frames prompted (per kind) since the last beginPropagation. */
+    private val pendingCorrections = HashSet<Int>()
+    private val pendingInitFrames = HashSet<Int>()
+    private var keepCorrections = false
 
     val objIds: IntArray get() = objects.keys.toIntArray()
 
@@ -128,6 +144,12 @@ class Tracker(
         // A frame seen for the first time becomes a conditioning frame; a correction on an
         // already tracked frame stays non-conditioning (add_all_frames_to_correct_as_cond=False).
         bank.pending[frameIdx] = Pair(d.mem, isInit)
+        if (isInit) {
+            pendingInitFrames.add(frameIdx)
+        } else {
+            pendingCorrections.add(frameIdx)
+            bank.corrections.add(frameIdx)
+        }
         record(frameIdx, bank, "prompt", isInit, sel, tensors.numPoints, d)
         return d.mem.lowRes
     }
@@ -137,8 +159,41 @@ class Tracker(
         objects.remove(objId)
     }
 
-    /** Encode the memories of prompted frames and file them; returns the first frame to track. */
-    fun beginPropagation(start: Int? = null): Int {
+    private fun firstCondFrame(): Int? {
+        var first: Int? = null
+        for (bank in objects.values) for (t in bank.cond.keys) if (first == null || t < first) first = t
+        return first
+    }
+
+    /**
+     * Where tracking must restart so that the prompts given since the last propagation take
+     * effect and nothing already tracked changes: just after the earliest correction, when every
+     * prompt was a correction and each object still holds the memory window before that frame
+     * (memory flows forward only, so earlier frames keep their results). Otherwise (a new
+     * conditioning frame, which every frame's memory attention sees, or a pruned window) the
+     * first conditioning frame, as upstream. null when nothing was prompted.
+     */
+    fun resumeStart(): Int? {
+        if (pendingInitFrames.isEmpty() && pendingCorrections.isEmpty()) return null
+        val firstCond = firstCondFrame() ?: pendingInitFrames.min() ?: pendingCorrections.min()!!
+        if (pendingInitFrames.isNotEmpty()) return firstCond
+        val f = pendingCorrections.min()!!
+        val window = maxOf(cfg.numMaskmem - 1, cfg.maxObjPtrs - 1)
+        for (bank in objects.values) {
+            // Tracking f + 1 reads memories of f - numMaskmem + 2 ... f and pointers back to f + 1 - window.
+            for (t in maxOf(firstCond, f + 1 - window) until f) {
+                if (t in bank.tracked && bank.lookup(t) == null) return firstCond
+            }
+        }
+        return f + 1
+    }
+
+    /**
+     * Encode the memories of prompted frames and file them; returns the first frame to track.
+     * `keepCorrections`: a corrected frame reached again keeps its corrected mask and memory
+     * (the app's behaviour) instead of being tracked over (upstream's).
+     */
+    fun beginPropagation(start: Int? = null, keepCorrections: Boolean = false): Int {
         if (objects.isEmpty()) throw PromptException("no prompts were given for any object; tap an object first")
         for (bank in objects.values) {
             for ((frameIdx, entry) in bank.pending) {
@@ -149,11 +204,12 @@ class Tracker(
             for (t in bank.cond.keys) bank.nonCond.remove(t)
         }
         featCache.clear()
+        pendingCorrections.clear()
+        pendingInitFrames.clear()
+        this.keepCorrections = keepCorrections
         if (start != null) return start
-        var first = Int.MAX_VALUE
-        for (bank in objects.values) for (t in bank.cond.keys) if (t < first) first = t
-        if (first == Int.MAX_VALUE) throw PromptException("no object has a first prompt; tap the object on a frame it has not been tracked on")
-        return first
+        return firstCondFrame()
+            ?: throw PromptException("no object has a first prompt; tap the object on a frame it has not been tracked on")
     }
 
     /** Track every object on `frameIdx` (call in increasing frame order after beginPropagation). */
@@ -163,9 +219,12 @@ class Tracker(
         val out = FloatArray(ids.size * lr2)
         for ((o, bank) in objects.values.withIndex()) {
             val condMem = bank.cond[frameIdx]
+            val corrected = if (keepCorrections && frameIdx in bank.corrections) bank.nonCond[frameIdx] else null
             val mem: FrameMemory
             if (condMem != null) {
                 mem = condMem
+            } else if (corrected != null) {
+                mem = corrected
             } else {
                 val f = feats ?: features(frameIdx)
                 feats = f
@@ -177,16 +236,17 @@ class Tracker(
                 mem = d.mem
             }
             bank.tracked.add(frameIdx)
-            bank.prune(frameIdx, cfg)
+            if (!keepAllMemories) bank.prune(frameIdx, cfg)
             System.arraycopy(mem.lowRes, 0, out, o * lr2, lr2)
         }
         featCache.clear()
         return FrameResult(frameIdx, ids, out, cfg.lowResSize)
     }
 
-    /** Track to the last frame; `onFrame` returns false to stop early. */
-    fun propagate(start: Int? = null, end: Int = numFrames, onFrame: (FrameResult) -> Boolean = { true }) {
-        val first = beginPropagation(start)
+    /** Track to `end` (default: the last frame); `onFrame` returns false to stop early. */
+    fun propagate(start: Int? = null, end: Int = numFrames, keepCorrections: Boolean = false,
+                  onFrame: (FrameResult) -> Boolean = { true }) {
+        val first = beginPropagation(start, keepCorrections)
         for (i in first until end) {
             if (!onFrame(trackFrame(i))) break
         }
