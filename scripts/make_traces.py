@@ -15,8 +15,12 @@ config with seeded synthetic weights, and every decision it makes is written out
 - `vectors.json`: input -> output vectors for prompt padding and coordinate transforms
   (build_prompt), preprocessing (Pillow-bicubic resize, normalization), stability score and
   mask choice, bfloat16 rounding, bilinear mask upsampling and the object label map.
-Synthetic weights always predict the object present (object score > 0), so no case covers an
-object disappearing; the ports test that rule (score <= 0 -> mask of -1024) with a stub runner.
+  Mask prompts are script ops with `mask_rle` (runs `[start, length]` of true pixels, row-major at
+  `video_size`); their records also carry `mask_input_sum` (sum of the decoder's mask input, the
+  `mask_downsample` conv of the resized mask) so a port can check its resize and conv.
+- `trace_no_object.json`: weights whose object-score head bias is moved (`obj_score_bias`) so the
+  scores cross zero: frames where the object is absent (mask of -1024, memory of that mask, the
+  decoder graph's no-object pointer) next to frames where it is present.
 - `image_mode.json`: image mode (etam_mobile/runtime/image_mode.py) on a small synthetic photo:
   per query the padded prompt, the decoder's IoUs and stability counts, the returned tokens
   and scores (model order), and per returned mask its area and clipped logit sum at photo size;
@@ -32,6 +36,7 @@ Everything is deterministic (seeded weights and frames, no timestamps).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import sys
@@ -63,6 +68,7 @@ OUT_DIRS = (
 SEED = 3
 VIDEO_HW = (96, 128)  # frame height, width
 CAPS = Capacities(points=8, cond_frames=2)
+NO_OBJ_BIAS = -0.27  # object-score head bias of the no-object case (synthetic weights: 4.0)
 
 
 def synthetic_frame(i: int, hw=VIDEO_HW) -> np.ndarray:
@@ -83,6 +89,7 @@ class RecordingBackend:
     def __init__(self, inner):
         self.inner, self.cfg, self.capacities = inner, inner.cfg, inner.capacities
         self.point_capacity = inner.point_capacity
+        self.mask_prompt = getattr(inner, "mask_prompt", None)
         self.calls = []
 
     def run(self, stage, inputs):
@@ -91,7 +98,8 @@ class RecordingBackend:
             m0 = out[0][0, 0]
             d = self.cfg.dynamic_multimask_stability_delta
             self.calls.append({"stab_counts": [int(np.count_nonzero(m0 > d)), int(np.count_nonzero(m0 > -d))],
-                               "has_mask_input": bool(float(inputs[4][0]) > 0.5)})
+                               "has_mask_input": bool(float(inputs[4][0]) > 0.5),
+                               "mask_input_sum": float(np.asarray(inputs[3], np.float64).sum())})
         return out
 
 
@@ -106,14 +114,38 @@ def _buckets(cfg, targets) -> list:
             for k, p in slot_buckets(cfg, CAPS)]
 
 
-def manifest_block(cfg) -> dict:
-    doc = build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp32", {}, {}, slot_buckets=_buckets(cfg, ("executorch",)))
-    out = {k: doc[k] for k in ("format_version", "config", "image_size", "capacities", "postprocessing")}
+def manifest_block(cfg, mask_prompt: dict | None = None) -> dict:
+    doc = build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp32", {}, {}, slot_buckets=_buckets(cfg, ("executorch",)),
+                         mask_prompt=mask_prompt)
+    keys = ("format_version", "config", "image_size", "capacities", "postprocessing") + (("mask_prompt",) if mask_prompt else ())
+    out = {k: doc[k] for k in keys}
     out["stages"] = {"memory_attention": {"slot_buckets": doc["stages"]["memory_attention"]["slot_buckets"]}}
     return out
 
 
-def run_case(model, name, num_frames, script) -> dict:
+def mask_rle(mask: np.ndarray) -> list:
+    """Runs [start, length] of true pixels in row-major order: a small, exact mask for a script op."""
+    flat = np.concatenate([[0], np.asarray(mask, np.int8).reshape(-1), [0]])
+    edges = np.flatnonzero(np.diff(flat))
+    return [[int(a), int(b - a)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def mask_from_rle(runs, hw) -> np.ndarray:
+    flat = np.zeros(hw[0] * hw[1], bool)
+    for start, length in runs:
+        flat[start:start + length] = True
+    return flat.reshape(hw)
+
+
+def disc_mask(cx, cy, r, hw=VIDEO_HW) -> np.ndarray:
+    yy, xx = np.mgrid[0:hw[0], 0:hw[1]]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+
+
+def run_case(model, name, num_frames, script, obj_score_bias=None) -> dict:
+    if obj_score_bias is not None:  # scores cross zero: objects that leave (see tests/test_no_object.py)
+        model = copy.deepcopy(model)
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.data.fill_(obj_score_bias)
     backend = RecordingBackend(EagerBackend(model, CAPS))
     cfg = backend.cfg
     size = cfg.image_size
@@ -129,7 +161,8 @@ def run_case(model, name, num_frames, script) -> dict:
     obj_ids = []
     for op in script:
         if op["op"] == "prompt":
-            tracker.add_prompt(op["frame"], op["obj_id"], op.get("points"), op.get("labels"), op.get("box"))
+            mask = mask_from_rle(op["mask_rle"], VIDEO_HW) if "mask_rle" in op else None
+            tracker.add_prompt(op["frame"], op["obj_id"], op.get("points"), op.get("labels"), op.get("box"), mask=mask)
             if op["obj_id"] not in obj_ids:
                 obj_ids.append(op["obj_id"])
         else:
@@ -138,6 +171,10 @@ def run_case(model, name, num_frames, script) -> dict:
     assert len(records) == len(backend.calls), "one trace record per decoder call"
     for rec, extra in zip(records, backend.calls):
         rec.update(extra)
+        if rec["kind"] == "mask":
+            rec["mask_input_sum"] = _round(rec["mask_input_sum"])
+        else:
+            del rec["mask_input_sum"]
         rec["iou"] = [_round(v) for v in rec["iou"]]
         rec["stability"] = _round(rec["stability"])
         rec["obj_score"] = _round(rec["obj_score"])
@@ -146,7 +183,9 @@ def run_case(model, name, num_frames, script) -> dict:
     return {"format": "etam-trace", "version": 1, "case": name, "config": cfg.name,
             "capacities": CAPS.to_dict(cfg), "slot_buckets": [list(b) for b in tracker.slot_buckets],
             "num_frames": num_frames, "video_size": [w, h], "obj_ids": obj_ids,
-            "manifest": manifest_block(cfg), "script": script, "records": records}
+            **({"obj_score_bias": obj_score_bias} if obj_score_bias is not None else {}),
+            "manifest": manifest_block(cfg, backend.mask_prompt if any("mask_rle" in op for op in script) else None),
+            "script": script, "records": records}
 
 
 CASES = {
@@ -173,6 +212,20 @@ CASES = {
         {"op": "prompt", "frame": 6, "obj_id": 1, "box": [38.0, 37.0, 70.0, 67.0]},
         {"op": "prompt", "frame": 9, "obj_id": 1, "points": [[66.0, 58.0], [10.0, 10.0], [120.0, 90.0]],
          "labels": [1, 0, 0]},
+        {"op": "propagate"}]),
+    # A mask prompt (upstream add_new_mask) next to a box, propagated; then a mask correction on a
+    # tracked frame (non-conditioning) and propagation again.
+    "mask_prompt": dict(num_frames=6, script=[
+        {"op": "prompt", "frame": 0, "obj_id": 1, "mask_rle": mask_rle(disc_mask(30, 40, 15))},
+        {"op": "prompt", "frame": 0, "obj_id": 2, "box": [78.0, 18.0, 112.0, 47.0]},
+        {"op": "propagate"},
+        {"op": "prompt", "frame": 3, "obj_id": 1, "mask_rle": mask_rle(disc_mask(42, 46, 14))},
+        {"op": "propagate"}]),
+    # Object scores cross zero: a mask prompt (score +10, present), tracked frames where the
+    # object is absent or present, a click prompt the decoder calls absent.
+    "no_object": dict(num_frames=8, obj_score_bias=NO_OBJ_BIAS, script=[
+        {"op": "prompt", "frame": 0, "obj_id": 1, "mask_rle": mask_rle(disc_mask(30, 40, 15))},
+        {"op": "prompt", "frame": 0, "obj_id": 2, "points": [[92.0, 32.0]], "labels": [1]},
         {"op": "propagate"}]),
 }
 
@@ -359,8 +412,21 @@ def generate() -> dict:
     return docs
 
 
+def _fmt(x, depth: int) -> str:
+    """JSON with one key per line but lists of numbers on one line (keeps the fixtures small)."""
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(x, dict):
+        if not x:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {_fmt(v, depth + 1)}" for k, v in x.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(x, list) and any(isinstance(v, (dict, list)) for v in x):
+        return "[\n" + ",\n".join(inner + _fmt(v, depth + 1) for v in x) + "\n" + pad + "]"
+    return json.dumps(x)
+
+
 def dump(doc) -> str:
-    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+    return _fmt(doc, 0) + "\n"
 
 
 def main(argv=None) -> int:

@@ -205,6 +205,7 @@ class Tracker:
                     stability=1.0, obj_score=mem.obj_score,
                     mask_area=int(np.count_nonzero(low > 0)),
                     mask_sum=float(np.clip(low, -32, 32).astype(np.float64).sum()),
+                    slot_bucket=[0, 0],  # no memory attention runs on a mask prompt
                 ).to_dict()
             )
         return low

@@ -208,6 +208,35 @@ public final class Tracker {
         return mem.lowRes
     }
 
+    /// A binary mask (videoHeight x videoWidth, row-major) for one object on one frame (upstream
+    /// add_new_mask): the mask is the frame's output with score `c.objectScore`; the decoder runs on
+    /// the raw features (no memory) with the downsampled mask only for the object pointer (token 0).
+    @discardableResult
+    public func addMask(frame: Int, objId: Int, mask: [Bool], constants c: MaskPromptConstants) throws -> [Float] {
+        guard frame >= 0 && frame < numFrames else { throw EtamError.prompt("frame \(frame) is outside the video (frames 0..\(numFrames - 1))") }
+        if objects[objId] == nil && objects.count >= maxObjects {
+            throw EtamError.prompt("this app tracks at most \(maxObjects) objects; clear one before adding another")
+        }
+        let prepared = try MaskPrompt.prepare(mask, width: videoWidth, height: videoHeight, cfg: cfg, c)
+        let bank: ObjectBank
+        if let b = objects[objId] {
+            bank = b
+        } else {
+            bank = ObjectBank(objId: objId)
+            objects[objId] = bank
+            objectOrder.append(objId)
+        }
+        let isInit = !bank.tracked.contains(frame)
+        let out = try runner.maskDecoder(condFeats: try features(frame), points: trackingPrompt.points, labels: trackingPrompt.labels,
+                                         maskInput: prepared.decoderInput, hasMaskInput: 1)
+        let mem = FrameMemory(lowRes: prepared.lowRes, objPtr: Array(out.objPtr[0..<cfg.dModel]), objScore: c.objectScore)
+        bank.setPending(frame, mem, isCond: isInit)
+        if isInit { pendingInitFrames.insert(frame) } else { pendingCorrections.insert(frame); bank.corrections.insert(frame) }
+        record(frame, bank, "mask", isInit, Selection(memFrames: [], memTpos: [], ptrFrames: []), 0, mem,
+               MaskChoice(maskIndex: -1, ptrIndex: 0, multimask: false, stability: 1), out.iou)
+        return mem.lowRes
+    }
+
     /// Forget an object entirely (the UI's "clear").
     public func removeObject(_ objId: Int) {
         objects[objId] = nil

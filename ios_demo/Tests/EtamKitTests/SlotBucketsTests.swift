@@ -25,6 +25,10 @@ final class SlotBucketsTests: XCTestCase {
             let doc = try Fixtures.obj(name)
             let cands = try buckets(try doc.list("slot_buckets"))
             for r in try doc.objects("records") {
+                if try r.string("kind") == "mask" {  // no memory attention runs on a mask prompt
+                    XCTAssertEqual(try r.intList("slot_bucket"), [0, 0], "\(name) \(r.path)")
+                    continue
+                }
                 let s = try r.obj("selection")
                 let i = try XCTUnwrap(SlotBuckets.choose(cands, nMem: try s.intList("mem_frames").count, nPtr: try s.intList("ptr_frames").count))
                 XCTAssertEqual([cands[i].memorySlots, cands[i].ptrSlots], try r.intList("slot_bucket"), "\(name) \(r.path)")

@@ -22,13 +22,15 @@ final class TraceReplayTests: XCTestCase {
             var pending: [(Int, Int, Bool)] = []
             for r in try doc.objects("records") {
                 let obj = try r.int("obj_id"), frame = try r.int("frame")
-                let choice = Decisions.choose(iou: try r.floatList("iou"), stability: try r.double("stability"), numPoints: try r.int("num_points"), cfg: cfg)
+                // A mask prompt's output is the mask itself: no choice, pointer token 0.
+                let choice = try r.string("kind") == "mask" ? MaskChoice(maskIndex: -1, ptrIndex: 0, multimask: false, stability: 1)
+                    : Decisions.choose(iou: try r.floatList("iou"), stability: try r.double("stability"), numPoints: try r.int("num_points"), cfg: cfg)
                 XCTAssertEqual(choice.maskIndex, try r.int("mask_index"), "\(name) \(r.path)")
                 XCTAssertEqual(choice.ptrIndex, try r.int("ptr_index"), "\(name) \(r.path)")
                 XCTAssertEqual(choice.multimask, try r.bool("multimask"), "\(name) \(r.path)")
                 checked += 1
                 if !singleSession { continue }
-                if try r.string("kind") == "prompt" {
+                if try r.string("kind") != "track" {
                     pending.append((obj, frame, try r.bool("is_init_cond")))
                     continue
                 }
@@ -57,6 +59,14 @@ final class TraceReplayTests: XCTestCase {
         var next = 0
         var problems: [String] = []
         private var lastPtrIndex: [Int: Int] = [:]
+        private lazy var objOrder: [Int] = {
+            var seen: [Int] = []
+            for r in records { if let o = try? r.int("obj_id"), !seen.contains(o) { seen.append(o) } }
+            return seen
+        }()
+        /// (object, frame) of prompt outputs whose values cannot name the object (mask prompts, no-object).
+        private var untagged: [(Int, Int)] = []
+        private var lastTrackUntagged = -1
 
         init(cfg: TrackerConfig, records: [JSONObject]) {
             self.cfg = cfg
@@ -115,7 +125,19 @@ final class TraceReplayTests: XCTestCase {
             check(labels.filter { $0 >= 0 }.count == n && labels[n] == Prompts.notAPoint, "labels \(labels) for \(n) points")
             let hasMask = try r.bool("has_mask_input")
             check((hasMaskInput == 1) == hasMask, "has_mask_input \(hasMaskInput), trace says \(hasMask)")
-            if hasMask { check(maskInput.max() == Float(1 + obj), "mask input is not this object's previous mask") }
+            let isMask = try r.string("kind") == "mask"
+            if isMask {
+                let want = try r.double("mask_input_sum")
+                let got = maskInput.reduce(0.0) { $0 + Double($1) }
+                check(abs(got - want) <= 1e-3 * abs(want) + 1e-3, "mask prompt's decoder input sums to \(got), want \(want)")
+            } else if hasMask { check(maskInput.max() == Float(1 + obj), "mask input is not this object's previous mask") }
+            let nameless = try isMask || r.double("obj_score") <= 0
+            if try r.string("kind") == "track" {
+                lastTrackUntagged = nameless ? obj : -1
+            } else {
+                lastTrackUntagged = -1
+                if nameless { untagged.append((obj, frame)) }
+            }
             let counts = try r.intList("stab_counts")
             let big = Float(1 + obj)
             let lr2 = cfg.lowResSize * cfg.lowResSize
@@ -133,8 +155,27 @@ final class TraceReplayTests: XCTestCase {
         }
 
         func memoryEncoder(feats: [Float], mask: [Float], binarize: Float) throws -> [Float] {
-            let obj = Int(mask.map { abs($0) }.max() ?? 1) - 1
-            return [Float](repeating: Float(obj * 32 + Int(feats[0])), count: cfg.memDim * cfg.featSize * cfg.featSize)
+            let frame = Int(feats[0])
+            let peak = mask.map { abs($0) }.max() ?? 1
+            var obj = Int(peak) - 1
+            if peak >= 9.5 {  // a mask prompt's +-10 or the no-object -1024: name it from the decoder calls
+                let noObject = mask.allSatisfy { $0 == cfg.noObjScore }
+                check(noObject || peak <= 10.001, "memory of frame \(frame) encodes a mask that is neither tagged, a mask prompt nor empty")
+                if lastTrackUntagged >= 0 {
+                    obj = lastTrackUntagged
+                } else {
+                    let order = objOrder
+                    let hits = untagged.enumerated().filter { $0.element.1 == frame }
+                    let hit = hits.min { (order.firstIndex(of: $0.element.0) ?? 0) < (order.firstIndex(of: $1.element.0) ?? 0) }
+                    check(hit != nil, "memory of frame \(frame): no mask prompt or absent object there to encode")
+                    if let h = hit {
+                        obj = h.element.0
+                        untagged.remove(at: h.offset)
+                    }
+                }
+                lastTrackUntagged = -1
+            }
+            return [Float](repeating: Float(obj * 32 + frame), count: cfg.memDim * cfg.featSize * cfg.featSize)
         }
     }
 
@@ -153,7 +194,15 @@ final class TraceReplayTests: XCTestCase {
                 return a
             }
             for op in try doc.objects("script") {
-                if try op.string("op") == "prompt" {
+                if try op.string("op") == "prompt" && op.has("mask_rle") {
+                    var mask = [Bool](repeating: false, count: size[0] * size[1])
+                    for run in try op.list("mask_rle") {
+                        let r = (run.arrayValue ?? []).compactMap { $0.intValue }
+                        for i in r[0]..<(r[0] + r[1]) { mask[i] = true }
+                    }
+                    let consts = try XCTUnwrap(try MaskPromptConstants(manifest: try doc.obj("manifest")), "\(name): no mask_prompt in manifest")
+                    try tracker.addMask(frame: try op.int("frame"), objId: try op.int("obj_id"), mask: mask, constants: consts)
+                } else if try op.string("op") == "prompt" {
                     try tracker.addPrompt(frame: try op.int("frame"), objId: try op.int("obj_id"), prompt: try Fixtures.prompt(op))
                 } else {
                     try tracker.propagate(start: op.has("start") ? try op.int("start") : nil)
@@ -176,6 +225,13 @@ final class TraceReplayTests: XCTestCase {
                 XCTAssertEqual(got.ptrIndex, try want.int("ptr_index"), at)
                 XCTAssertEqual(got.stability, try want.double("stability"), accuracy: 1e-5, at)
                 XCTAssertEqual(Double(got.objScore), try want.double("obj_score"), accuracy: 1e-5, at)
+                // Mask prompts (output = the resized mask) and absent objects (-1024 everywhere)
+                // do not depend on the scripted decoder masks: their areas and sums must match.
+                if try want.string("kind") == "mask" || want.double("obj_score") <= 0 {
+                    XCTAssertEqual(got.maskArea, try want.int("mask_area"), "\(at) mask_area")
+                    let sum = try want.double("mask_sum")
+                    XCTAssertEqual(got.maskSum, sum, accuracy: 1e-3 * abs(sum) + 1e-3, "\(at) mask_sum")
+                }
             }
         }
     }

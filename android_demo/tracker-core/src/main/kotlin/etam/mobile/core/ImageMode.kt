@@ -42,10 +42,10 @@ object ImageMode {
     fun stabilityFromCounts(inter: Int, union: Int): Double = if (union > 0) inter.toDouble() / union.toDouble() else 1.0
 
     /** Per output pixel: first input index, tap count, and `maxTaps` normalised weights. */
-    private class Taps(val start: IntArray, val count: IntArray, val weights: FloatArray, val maxTaps: Int)
+    internal class Taps(val start: IntArray, val count: IntArray, val weights: FloatArray, val maxTaps: Int)
 
     /** PyTorch's antialiased bilinear weights: a triangle filter widened by the downscale factor. */
-    private fun taps(inSize: Int, outSize: Int): Taps {
+    internal fun taps(inSize: Int, outSize: Int): Taps {
         val scale = inSize.toFloat() / outSize
         val support = if (scale >= 1f) scale else 1f
         val invScale = if (scale >= 1f) 1f / scale else 1f

@@ -154,6 +154,27 @@ class Tracker(
         return d.mem.lowRes
     }
 
+    /**
+     * A binary mask (videoHeight x videoWidth, row-major) for one object on one frame (upstream
+     * add_new_mask): the mask is the frame's output with score `c.objectScore`; the decoder runs on
+     * the raw features (no memory) with the downsampled mask only for the object pointer (token 0).
+     */
+    fun addMask(frameIdx: Int, objId: Int, mask: BooleanArray, c: MaskPromptConstants): FloatArray {
+        if (frameIdx < 0 || frameIdx >= numFrames) throw PromptException("frame $frameIdx is outside the video (frames 0..${numFrames - 1})")
+        if (!objects.containsKey(objId) && objects.size >= maxObjects) {
+            throw PromptException("this app tracks at most $maxObjects objects; clear one before adding another")
+        }
+        val prepared = MaskPrompt.prepare(mask, videoWidth, videoHeight, cfg, c)
+        val bank = objects.getOrPut(objId) { ObjectBank(objId) }
+        val isInit = frameIdx !in bank.tracked
+        val out = runner.maskDecoder(features(frameIdx), trackingPrompt.points, trackingPrompt.labels, prepared.decoderInput, 1f)
+        val mem = FrameMemory(prepared.lowRes, out.objPtr.copyOfRange(0, cfg.dModel), c.objectScore)
+        bank.pending[frameIdx] = Pair(mem, isInit)
+        val choice = MaskChoice(-1, 0, false, 1.0)
+        record(frameIdx, bank, "mask", isInit, Selection(emptyList(), emptyList(), emptyList()), 0, Decoded(mem, choice, out.iou.copyOf()))
+        return mem.lowRes
+    }
+
     /** Forget an object entirely (the UI's "clear"). */
     fun removeObject(objId: Int) {
         objects.remove(objId)

@@ -40,13 +40,15 @@ class TraceReplayTest {
             for (r in doc.objects("records")) {
                 val obj = r.int("obj_id")
                 val frame = r.int("frame")
-                val choice = Decisions.choose(r.floatArray("iou"), r.double("stability"), r.int("num_points"), cfg)
+                // A mask prompt's output is the mask itself: no choice, pointer token 0.
+                val choice = if (r.string("kind") == "mask") MaskChoice(-1, 0, false, 1.0)
+                else Decisions.choose(r.floatArray("iou"), r.double("stability"), r.int("num_points"), cfg)
                 assertEquals("${r.path} mask_index", r.int("mask_index"), choice.maskIndex)
                 assertEquals("${r.path} ptr_index", r.int("ptr_index"), choice.ptrIndex)
                 assertEquals("${r.path} multimask", r.bool("multimask"), choice.multimask)
                 checked++
                 if (!singleSession) continue
-                if (r.string("kind") == "prompt") {
+                if (r.string("kind") != "track") {
                     pending.getOrPut(obj) { LinkedHashMap() }[frame] = r.bool("is_init_cond")
                     continue
                 }
@@ -73,6 +75,10 @@ class TraceReplayTest {
         private val featsSize = cfg.dModel * cfg.featSize * cfg.featSize
         private val memSize = cfg.memDim * cfg.featSize * cfg.featSize
         private val lr2 = cfg.lowResSize * cfg.lowResSize
+        private val objOrder = records.map { it.int("obj_id") }.distinct()
+        /** (object, frame) of prompt outputs whose values cannot name the object (mask prompts, no-object). */
+        private val untagged = ArrayList<IntArray>()
+        private var lastTrackUntagged = -1
 
         private fun check(ok: Boolean, msg: () -> String) {
             if (!ok && problems.size < 20) problems.add("record #$next: " + msg())
@@ -132,7 +138,18 @@ class TraceReplayTest {
             check(labels.count { it >= 0 } == n && labels[n] == Prompts.NOT_A_POINT) { "labels ${labels.toList()} for $n points" }
             val hasMask = r.bool("has_mask_input")
             check((hasMaskInput == 1f) == hasMask) { "has_mask_input $hasMaskInput, trace says $hasMask" }
-            if (hasMask) check(maskInput.max() == (1 + obj).toFloat()) { "mask input is not this object's previous mask" }
+            val isMask = r.string("kind") == "mask"
+            if (isMask) {
+                val want = r.double("mask_input_sum")
+                val got = maskInput.fold(0.0) { a, v -> a + v }
+                check(Math.abs(got - want) <= 1e-3 * Math.abs(want) + 1e-3) { "mask prompt's decoder input sums to $got, want $want" }
+            } else if (hasMask) check(maskInput.max() == (1 + obj).toFloat()) { "mask input is not this object's previous mask" }
+            val nameless = isMask || r.double("obj_score") <= 0.0
+            if (r.string("kind") == "track") lastTrackUntagged = if (nameless) obj else -1
+            else {
+                lastTrackUntagged = -1
+                if (nameless) untagged.add(intArrayOf(obj, frame))
+            }
             val counts = r.intList("stab_counts")
             val big = (1 + obj).toFloat()
             val masks = FloatArray(4 * lr2)
@@ -147,9 +164,24 @@ class TraceReplayTest {
         }
 
         override fun memoryEncoder(feats: FloatArray, mask: FloatArray, binarize: Float): FloatArray {
-            var obj = 0
-            for (v in mask) obj = maxOf(obj, Math.abs(v).toInt() - 1)
-            return FloatArray(memSize) { (obj * 32 + feats[0].toInt()).toFloat() }
+            val frame = feats[0].toInt()
+            var peak = 0f
+            for (v in mask) peak = maxOf(peak, Math.abs(v))
+            var obj = peak.toInt() - 1
+            if (peak >= 9.5f) {  // a mask prompt's +-10 or the no-object -1024: name it from the decoder calls
+                val noObject = mask.all { it == cfg.noObjScore }
+                check(noObject || peak <= 10.001f) { "memory of frame $frame encodes a mask that is neither tagged, a mask prompt nor empty" }
+                if (lastTrackUntagged >= 0) {
+                    obj = lastTrackUntagged
+                } else {
+                    val hit = untagged.filter { it[1] == frame }.minBy { objOrder.indexOf(it[0]) }
+                    check(hit != null) { "memory of frame $frame: no mask prompt or absent object there to encode" }
+                    obj = hit?.get(0) ?: 0
+                    untagged.remove(hit)
+                }
+                lastTrackUntagged = -1
+            }
+            return FloatArray(memSize) { (obj * 32 + frame).toFloat() }
         }
     }
 
@@ -182,7 +214,16 @@ class TraceReplayTest {
             val tracker = Tracker(runner, cfg, doc.int("num_frames"), size[0], size[1], TaggedFrames(cfg.imageSize), 8, trace)
             var frames = 0
             for (op in doc.objects("script")) {
-                if (op.string("op") == "prompt") {
+                if (op.string("op") == "prompt" && op.has("mask_rle")) {
+                    val mask = BooleanArray(size[0] * size[1])
+                    for (run in op.list("mask_rle")) {
+                        val (start, len) = (run as List<*>).map { (it as Number).toInt() }
+                        for (i in start until start + len) mask[i] = true
+                    }
+                    val consts = MaskPromptConstants.fromManifest(doc.obj("manifest")) ?: throw AssertionError("$name: no mask_prompt in manifest")
+                    val low = tracker.addMask(op.int("frame"), op.int("obj_id"), mask, consts)
+                    assertEquals(cfg.lowResSize * cfg.lowResSize, low.size)
+                } else if (op.string("op") == "prompt") {
                     val low = tracker.addPrompt(op.int("frame"), op.int("obj_id"), prompt(op))
                     assertEquals(cfg.lowResSize * cfg.lowResSize, low.size)
                 } else {
@@ -210,8 +251,25 @@ class TraceReplayTest {
                 assertEquals(where, want.int("ptr_index"), got.ptrIndex)
                 assertEquals(where, want.double("stability"), got.stability, 1e-5)
                 assertEquals(where, want.double("obj_score"), got.objScore.toDouble(), 1e-5)
+                // Mask prompts (output = the resized mask) and absent objects (-1024 everywhere)
+                // do not depend on the scripted decoder masks: their areas and sums must match.
+                if (want.string("kind") == "mask" || want.double("obj_score") <= 0.0) {
+                    assertEquals("$where mask_area", want.int("mask_area"), got.maskArea)
+                    assertEquals("$where mask_sum", want.double("mask_sum"), got.maskSum, 1e-3 * Math.abs(want.double("mask_sum")) + 1e-3)
+                }
             }
             assertTrue(frames > 0)
         }
+    }
+
+    @Test
+    fun newTracesCoverMaskPromptsAndAbsentObjects() {
+        val records = Fixtures.traceNames().flatMap { Fixtures.obj(it).objects("records") }
+        assertTrue("a mask prompt starting an object", records.any { it.string("kind") == "mask" && it.bool("is_init_cond") })
+        assertTrue("a mask prompt on a tracked frame", records.any { it.string("kind") == "mask" && !it.bool("is_init_cond") })
+        assertTrue("an absent object while tracking", records.any { it.string("kind") == "track" && it.double("obj_score") <= 0.0 })
+        assertTrue("an absent object on a click prompt", records.any { it.string("kind") == "prompt" && it.double("obj_score") <= 0.0 })
+        assertTrue("an object that comes back", records.any { it.string("kind") == "track" && it.double("obj_score") > 0.0 &&
+            records.any { o -> o.int("obj_id") == it.int("obj_id") && o.int("frame") < it.int("frame") && o.double("obj_score") <= 0.0 } })
     }
 }
