@@ -240,7 +240,7 @@ def test_truncated_or_corrupt_artifact_is_refused_before_any_frame(clip, tmp_pat
     def no_frames(*a, **k):
         raise AssertionError("a frame was tracked")
 
-    monkeypatch.setattr(pipeline, "Tracker", no_frames)
+    monkeypatch.setattr(pipeline, "StreamTracker", no_frames)  # offline track streams through it
     target = onnx_copy / ("manifest.json" if damage == "manifest" else "mask_decoder.onnx")
     data = target.read_bytes()
     target.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
