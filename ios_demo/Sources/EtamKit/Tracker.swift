@@ -178,22 +178,29 @@ public final class Tracker {
                                   stability: choice.stability, objScore: mem.objScore, maskArea: area, maskSum: sum))
     }
 
+    /// A new object is refused once `maxObjects` are tracked (one check for clicks and masks).
+    private func checkRoom(for objId: Int) throws {
+        if objects[objId] == nil && objects.count >= maxObjects {
+            throw EtamError.prompt("this app tracks at most \(maxObjects) objects; clear one before adding another")
+        }
+    }
+
+    /// The object's bank, created (and ordered) on its first prompt.
+    private func bankFor(_ objId: Int) -> ObjectBank {
+        if let b = objects[objId] { return b }
+        let b = ObjectBank(objId: objId)
+        objects[objId] = b
+        objectOrder.append(objId)
+        return b
+    }
+
     /// Clicks and/or a box for one object on one frame. Returns its low-res mask logits (lr x lr).
     @discardableResult
     public func addPrompt(frame: Int, objId: Int, prompt: Prompt) throws -> [Float] {
         try Prompts.validate(frame: frame, prompt: prompt, numFrames: numFrames, width: videoWidth, height: videoHeight)
-        if objects[objId] == nil && objects.count >= maxObjects {
-            throw EtamError.prompt("this app tracks at most \(maxObjects) objects; clear one before adding another")
-        }
+        try checkRoom(for: objId)
         let tensors = try Prompts.build(prompt, videoWidth: videoWidth, videoHeight: videoHeight, imageSize: cfg.imageSize, capacity: cfg.points)
-        let bank: ObjectBank
-        if let b = objects[objId] {
-            bank = b
-        } else {
-            bank = ObjectBank(objId: objId)
-            objects[objId] = bank
-            objectOrder.append(objId)
-        }
+        let bank = bankFor(objId)
         let isInit = !bank.tracked.contains(frame)
         let clamp = cfg.maskInputClamp
         let maskInput = bank.lookup(frame).map { prev in prev.lowRes.map { min(max($0, -clamp), clamp) } }
@@ -214,18 +221,9 @@ public final class Tracker {
     @discardableResult
     public func addMask(frame: Int, objId: Int, mask: [Bool], constants c: MaskPromptConstants) throws -> [Float] {
         guard frame >= 0 && frame < numFrames else { throw EtamError.prompt("frame \(frame) is outside the video (frames 0..\(numFrames - 1))") }
-        if objects[objId] == nil && objects.count >= maxObjects {
-            throw EtamError.prompt("this app tracks at most \(maxObjects) objects; clear one before adding another")
-        }
+        try checkRoom(for: objId)
         let prepared = try MaskPrompt.prepare(mask, width: videoWidth, height: videoHeight, cfg: cfg, c)
-        let bank: ObjectBank
-        if let b = objects[objId] {
-            bank = b
-        } else {
-            bank = ObjectBank(objId: objId)
-            objects[objId] = bank
-            objectOrder.append(objId)
-        }
+        let bank = bankFor(objId)
         let isInit = !bank.tracked.contains(frame)
         let out = try runner.maskDecoder(condFeats: try features(frame), points: trackingPrompt.points, labels: trackingPrompt.labels,
                                          maskInput: prepared.decoderInput, hasMaskInput: 1)
