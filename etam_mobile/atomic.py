@@ -40,13 +40,31 @@ class OutputError(Exception):
 
 # ---- destinations ------------------------------------------------------------------------
 
-def check_destination(out: Path, force: bool, what: str, is_ours, marker: str) -> None:
-    """Refuse OUT unless it is missing, empty, or (with force) an earlier output of ours.
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable_place(path: Path, flag: str) -> None:
+    """PATH's nearest existing ancestor is a folder we may create entries in."""
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise OutputError(f"{flag} {path} is under {base}, which is not a folder; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: folder {base} is not writable; choose a writable place or fix its permissions")
+
+
+def check_destination(out: Path, force: bool, what: str, is_ours, marker: str, flag: str = "--out") -> None:
+    """Refuse OUT unless it is missing, empty, or (with force) an earlier output of ours, in a
+    place we can write (checked before any work, so a long run cannot fail at its last step).
 
     what: "an export" / "a track output"; is_ours(path) recognises one; marker names the file
     that marks it (for the message).
     """
     out = Path(out)
+    _check_writable_place(out, flag)
     if not out.exists() and not out.is_symlink():
         return
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
@@ -65,8 +83,11 @@ def check_file_destination(path: Path, force: bool, what: str, is_ours, flag: st
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder; give a file path such as {path / 'trace.json'}")
+    _check_writable_place(path, flag)
     if not path.exists():
         return
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"{flag} {path} is not writable; choose a writable place or fix its permissions")
     if not is_ours(path):
         raise OutputError(f"{flag} {path} exists and is not {what}; choose another path "
                           f"(--force only replaces {what} this tool wrote)")

@@ -329,7 +329,7 @@ def test_item10_readme_has_the_sections_errors_point_to():
 
 
 def test_item10_outputs_get_normal_permissions(clip, tmp_path, capsys):
-    from etam_mobile.runtime.paths import make_partial_dir
+    from etam_mobile.atomic import make_partial
 
     umask = os.umask(0o022)
     try:
@@ -337,7 +337,7 @@ def test_item10_outputs_get_normal_permissions(clip, tmp_path, capsys):
         code, err = track(capsys, clip, prompts, tmp_path / "o")
         assert code == 0, err
         assert stat.S_IMODE((tmp_path / "o").stat().st_mode) == 0o755
-        assert stat.S_IMODE(make_partial_dir(tmp_path, "x").stat().st_mode) == 0o755  # the exporter's too
+        assert stat.S_IMODE(make_partial(tmp_path / "x").stat().st_mode) == 0o755  # the exporter's too
     finally:
         os.umask(umask)
 

@@ -18,7 +18,6 @@ from ..testhooks import fault_point
 from .frames import open_frames
 from .mask_files import load_masks
 from .outputs import ResultWriter, to_video_res
-from .paths import check_output_file, check_output_folder
 from .progress import Progress
 from .prompts import check_against_video, check_capacity, load_prompts
 from .stream import StreamTracker
@@ -49,10 +48,8 @@ def check_outputs(out, trace=None, force: bool = False) -> None:
     """Refuse destinations before any work: OUT (and --trace PATH) must be new, empty, or ours with force."""
     out = Path(out)
     check_destination(out, force, "a track output", is_track_output, TRACK_MARKER)
-    check_output_folder(out)
     if trace and Path(trace).resolve() != (out / "trace.json").resolve():
         check_file_destination(Path(trace), force, "a trace file", is_trace_file, "--trace")
-        check_output_file(trace, "--trace")
 
 
 def track_video(backend, frames, prompts, out, save_logits=False, overlay=False, trace=None, quiet=False,
