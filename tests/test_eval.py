@@ -116,6 +116,46 @@ def test_mask_protocol_tracks_in_process(davis, tiny_model):
 
 # ---- datasets ------------------------------------------------------------------------------
 
+def test_void_label_is_no_object_and_not_scored(tmp_path):
+    """Palette 255 = void (DAVIS): never an object, not in prompts, not in J/F."""
+    from etam_mobile.eval.protocols import make_prompt
+    from etam_mobile.eval.synthetic import void_columns
+
+    ds = make_davis(tmp_path / "void", videos=1, frames=5, void_band=True)
+    _, (video,) = load_dataset(ds)
+    assert video.objects == {1: "1", 2: "2"}  # 255 is not an object
+    band = void_columns((video.width, video.height))
+    masks, void = video.annotation(0)
+    assert void is not None and void[:, band].all() and void.sum() == void[:, band].size
+    assert not any((m & void).any() for m in masks.values())
+    for pid, m in masks.items():
+        for protocol in ("mask", "click"):
+            p = make_prompt(protocol, pid, 0, m)
+            assert not (p.mask & void).any()
+            assert p.points is None or not void[int(p.points[0][1]), int(p.points[0][0])]
+    # a perfect prediction scores 1 whatever it says on void pixels; unmasked it would not
+    frames = video.eval_frames
+    anns = [video.annotation(i) for i in frames]
+    raw = [np.asarray(Image.open(f"{video.ann_dir}/{video.stem(i)}.png")) for i in frames]
+    perfect = [np.where(r == 255, 0, r) for r in raw]
+    assert {int(x) for r in raw for x in np.unique(r)} >= {255}
+    s = score_video(perfect, [a[0] for a in anns], sorted(video.objects), [a[1] for a in anns])
+    assert s["J&F"] == 1.0 and set(s["objects"]) == {"1", "2"}
+    greedy = [np.where(r == 255, 1, r) for r in raw]  # object 1 claims the whole void band
+    s = score_video(greedy, [a[0] for a in anns], sorted(video.objects), [a[1] for a in anns])
+    assert s["J"] == 1.0 and s["F"] == 1.0
+    assert score_video(greedy, [a[0] for a in anns], sorted(video.objects))["J"] < 1.0
+    # end to end in this process: outputs and metrics know objects 1 and 2 only
+    from etam_mobile.eval.tasks import Variant, run_task
+
+    res = run_task({"video": video, "variant": Variant("eager", "eager", "test_tiny"), "protocol": "box",
+                    "out": str(tmp_path / "res"), "key": {}})
+    assert set(res["objects"]) == {"1", "2"} and 0 <= res["J&F"] <= 1
+    for i in range(len(video.frames)):
+        assert set(np.unique(np.asarray(Image.open(tmp_path / f"res/eager/{video.name}/{video.stem(i)}.png")))) <= {0, 1, 2}
+
+
+
 def test_layouts_detected(davis, sav):
     layout, videos = load_dataset(davis)
     assert layout == "davis" and [v.name for v in videos] == ["shapes00", "shapes01", "shapes02"]
@@ -169,8 +209,8 @@ def test_bad_layouts_and_annotations(davis, sav, tmp_path, capsys):
     (s / "Annotations_6fps/sav_000000/001/00000.png").unlink()
     expect_bad(["--dataset", s, "--out", out, "--protocol", "box"], capsys, "object 001", "first annotated frame")
     s = copy_ds(sav, tmp_path / "e")
-    os.rename(s / "Annotations_6fps/sav_000000/001", s / "Annotations_6fps/sav_000000/255")
-    expect_bad(["--dataset", s, "--out", out, "--protocol", "box"], capsys, "256", "1..255")
+    os.rename(s / "Annotations_6fps/sav_000000/001", s / "Annotations_6fps/sav_000000/254")
+    expect_bad(["--dataset", s, "--out", out, "--protocol", "box"], capsys, "id 255", "1..254", "void")
     assert not out.exists()  # nothing written for bad input
 
 
