@@ -214,6 +214,16 @@ def test_bad_layouts_and_annotations(davis, sav, tmp_path, capsys):
     assert not out.exists()  # nothing written for bad input
 
 
+def test_coreml_refused_off_macos_before_any_work(tmp_path, capsys, monkeypatch):
+    import etam_mobile.eval.run as run_mod
+
+    monkeypatch.setattr(run_mod.platform, "system", lambda: "Linux")  # the refusal, on any OS
+    # the dataset does not even exist: the platform is checked before anything is read or written
+    expect_bad(["--dataset", tmp_path / "nowhere", "--out", tmp_path / "o", "--backends", "eager,coreml",
+                "--artifacts", tmp_path / "exp"], capsys, "--backends coreml needs macOS", "Linux", "run this eval on a Mac")
+    assert not (tmp_path / "o").exists()
+
+
 def test_unreachable_ray_address_fails_naming_it(davis, tmp_path, capsys):
     import socket
 
