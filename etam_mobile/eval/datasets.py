@@ -7,8 +7,10 @@ SA-V   DIR/JPEGImages_24fps/<video>/*.jpg, DIR/Annotations_6fps/<video>/<obj>/*.
        (one binary mask per object and annotated frame; only annotated frames are scored).
 
 A `Video` holds only paths and small facts, so it pickles cheaply to workers; pixels are
-read where the task runs. Palette PNGs can only hold ids 1..255: DAVIS ids are kept,
-SA-V object folders 000.. become palette ids folder+1 (recorded in `Video.objects`).
+read where the task runs. Palette index 255 is void (DAVIS convention: pixels to ignore),
+never an object, so object ids are 1..254: DAVIS ids are kept, SA-V object folders 000..
+become palette ids folder+1 (recorded in `Video.objects`). Void pixels are left out of the
+prompts (an object's mask never contains them) and of J/F (`Video.annotation`, metrics.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from PIL import Image
 from . import EvalError
 
 DAVIS, SAV = "davis", "sav"
-MAX_PALETTE_ID = 255
+VOID = 255  # DAVIS-layout palette index of void / ignore pixels
+MAX_PALETTE_ID = 254
 EXPECTED_TREES = (
     "DAVIS: DIR/JPEGImages/480p/<video>/00000.jpg.. + DIR/Annotations/480p/<video>/00000.png.. "
     "(+ optional DIR/ImageSets/2017/val.txt); "
@@ -47,11 +50,17 @@ class Video:
 
     def gt(self, i: int) -> dict:
         """{palette id: HxW bool} ground truth on frame index i (must be annotated)."""
+        return self.annotation(i)[0]
+
+    def annotation(self, i: int) -> tuple:
+        """({palette id: HxW bool}, HxW bool void pixels or None) on annotated frame index i."""
         stem = self.stem(i)
         if self.layout == DAVIS:
             labels = _read_labels(Path(self.ann_dir) / f"{stem}.png")
-            return {pid: labels == pid for pid in self.objects}
-        return {pid: _read_labels(Path(self.ann_dir) / name / f"{stem}.png") > 0 for pid, name in self.objects.items()}
+            void = labels == VOID
+            return {pid: labels == pid for pid in self.objects}, (void if void.any() else None)
+        return ({pid: _read_labels(Path(self.ann_dir) / name / f"{stem}.png") > 0 for pid, name in self.objects.items()},
+                None)
 
 
 def _read_labels(path: Path) -> np.ndarray:
@@ -102,8 +111,8 @@ def _size(path: Path) -> tuple:
 
 def _check_id(pid: int, what: str) -> None:
     if not 1 <= pid <= MAX_PALETTE_ID:
-        raise EvalError(f"{what} has object id {pid}, but palette PNG masks hold only ids 1..{MAX_PALETTE_ID}; "
-                        "renumber the objects of that video")
+        raise EvalError(f"{what} has object id {pid}, but palette PNG masks hold only object ids 1..{MAX_PALETTE_ID} "
+                        f"({VOID} marks void pixels); renumber the objects of that video")
 
 
 def _video_frames(root: Path, frame_dir: Path, name: str) -> tuple:
@@ -143,7 +152,7 @@ def _davis_video(root: Path, name: str) -> Video:
         if _size(p) != (w, h):
             raise EvalError(f"annotation {p} is {_size(p)[0]}x{_size(p)[1]} but the frames of video {name} are "
                             f"{w}x{h}; resize the annotations to the frame size")
-        ids = [int(v) for v in np.unique(_read_labels(p)) if v != 0]
+        ids = [int(v) for v in np.unique(_read_labels(p)) if v not in (0, VOID)]  # void is never an object
         for pid in ids:
             _check_id(pid, str(p))
         if k == 0:

@@ -4,6 +4,12 @@ Each object is scored on its own as a binary mask (the SA-V evaluator's way; for
 label maps it is the same as the official per-object scoring): `Evaluator.feed_frame`
 per scored frame, `conclude()` for the means. An object whose ground truth is empty on
 every scored frame is left out, as vos-benchmark does. Values here are in 0..1.
+
+Void pixels (DAVIS palette index 255) count for neither J nor F. vos-benchmark has no void
+support, so prediction and ground truth are both set to background there before it sees
+them: the same numbers as the DAVIS metric functions `db_eval_iou` / `f_measure` with their
+`void_pixels` argument (intersection and union taken outside void; boundaries of the
+masks with void removed).
 """
 from __future__ import annotations
 
@@ -20,11 +26,17 @@ def _evaluator():
     return Evaluator()
 
 
-def score_object(preds: list, gts: list) -> dict | None:
-    """J, F, J&F of one object over frames; preds/gts are HxW bool arrays. None if GT always empty."""
+def _unvoid(m, void) -> np.ndarray:
+    m = np.asarray(m, bool)
+    return m if void is None else m & ~np.asarray(void, bool)
+
+
+def score_object(preds: list, gts: list, voids: list | None = None) -> dict | None:
+    """J, F, J&F of one object over frames; preds/gts are HxW bool arrays, voids HxW bool or None
+    per frame (pixels scored for nobody). None if GT always empty."""
     ev = _evaluator()
-    for p, g in zip(preds, gts):
-        ev.feed_frame(np.asarray(p, np.uint8), np.asarray(g, np.uint8))
+    for p, g, v in zip(preds, gts, voids or [None] * len(gts)):
+        ev.feed_frame(_unvoid(p, v).astype(np.uint8), _unvoid(g, v).astype(np.uint8))
     iou, bf = ev.conclude()
     if 1 not in iou:
         return None
@@ -32,14 +44,15 @@ def score_object(preds: list, gts: list) -> dict | None:
     return {"J": j, "F": f, "J&F": (j + f) / 2}
 
 
-def score_video(pred_labels: list, gt_masks: list, obj_ids) -> dict:
+def score_video(pred_labels: list, gt_masks: list, obj_ids, voids: list | None = None) -> dict:
     """Per-object and per-video (mean over objects) J/F/J&F.
 
-    pred_labels: HxW palette label maps; gt_masks: {id: HxW bool} per frame (same frames).
+    pred_labels: HxW palette label maps; gt_masks: {id: HxW bool} per frame (same frames);
+    voids: HxW bool (or None) per frame, the ground truth's void pixels.
     """
     objects = {}
     for pid in obj_ids:
-        s = score_object([lab == pid for lab in pred_labels], [g[pid] for g in gt_masks])
+        s = score_object([lab == pid for lab in pred_labels], [g[pid] for g in gt_masks], voids)
         if s is not None:
             objects[int(pid)] = s
     out = {"objects": {str(k): v for k, v in objects.items()}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,14 @@ def _file_sha(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def require_platform(backends) -> None:
+    """Core ML predictions run only on macOS: refuse `coreml` elsewhere before any work."""
+    if "coreml" in backends and platform.system() != "Darwin":
+        raise EvalError(f"--backends coreml needs macOS (Core ML cannot run predictions on {platform.system()}); "
+                        "run this eval on a Mac, or drop coreml here (eager, executorch and onnx run on any OS; "
+                        "the Core ML fp16 plan is only emulated per stage by `etam-mobile export`)")
 
 
 def make_variants(backends: list, artifacts: list, config, checkpoint, seed, reference) -> tuple:
@@ -118,6 +127,7 @@ def run_eval(dataset, out, backends, artifacts=(), config=None, checkpoint=None,
              protocol="mask", reference="eager", ray=False, ray_address=None, workers=None, threads=None,
              markdown_path=None, plot_path=None, force=False, quiet=False) -> tuple:
     """Returns (summary dict, number of missing videos)."""
+    require_platform(backends)
     require_protocol(protocol)
     layout, videos = load_dataset(dataset, split)
     variants, config = make_variants(list(backends), list(artifacts or []), config, checkpoint, seed, reference)

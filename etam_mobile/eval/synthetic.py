@@ -3,6 +3,8 @@
 For tests and the throughput benchmark (never real data): each video has 2-3 shapes moving
 in straight lines over a noisy background; later shapes are drawn over earlier ones, so
 the ground truth holds occlusions. `python -m etam_mobile.eval.synthetic OUT --layout davis`.
+`void_band` (DAVIS layout) marks a vertical band of every annotation as void (palette 255),
+over objects and background alike, as DAVIS marks pixels nobody is scored on.
 """
 from __future__ import annotations
 
@@ -43,7 +45,13 @@ def _scene(rng, n_obj, frames, w, h, late_from=None):
     return out
 
 
-def make_davis(root, videos=3, frames=6, size=(96, 64), objects=2, seed=0) -> Path:
+def void_columns(size) -> slice:
+    """The x range of the void band of a (w, h) frame: 6 columns left of the centre."""
+    w = size[0]
+    return slice(w // 2 - 6, w // 2)
+
+
+def make_davis(root, videos=3, frames=6, size=(96, 64), objects=2, seed=0, void_band=False) -> Path:
     root = Path(root)
     rng = np.random.default_rng(seed)
     pal = davis_palette()
@@ -54,6 +62,8 @@ def make_davis(root, videos=3, frames=6, size=(96, 64), objects=2, seed=0) -> Pa
         adir.mkdir(parents=True)
         for t, (labels, rgb) in enumerate(_scene(rng, objects + v % 2, frames, *size)):
             Image.fromarray(rgb).save(fdir / f"{t:05d}.jpg", quality=95)
+            if void_band:
+                labels[:, void_columns(size)] = 255
             im = Image.fromarray(labels, mode="P")
             im.putpalette(pal)
             im.save(adir / f"{t:05d}.png")
@@ -89,10 +99,13 @@ def main(argv=None) -> int:
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--size", default="96x64", help="WxH")
+    ap.add_argument("--void-band", action="store_true", help="DAVIS layout: mark a vertical band void (255)")
     a = ap.parse_args(argv)
     w, h = (int(x) for x in a.size.split("x"))
-    make = make_davis if a.layout == "davis" else make_sav
-    make(a.out, videos=a.videos, frames=a.frames, size=(w, h))
+    if a.layout == "davis":
+        make_davis(a.out, videos=a.videos, frames=a.frames, size=(w, h), void_band=a.void_band)
+    else:
+        make_sav(a.out, videos=a.videos, frames=a.frames, size=(w, h))
     print(a.out)
     return 0
 

@@ -180,8 +180,9 @@ def run_task(task: dict) -> dict:
             name = f"{video.stem(i)}.png"
             save_palette_png(lab, tmp / name)
             files[name] = sha256(tmp / name)
-        scores = score_video([labels[i] for i in video.eval_frames], [video.gt(i) for i in video.eval_frames],
-                             sorted(video.objects))
+        anns = [video.annotation(i) for i in video.eval_frames]  # (masks, void) per scored frame
+        scores = score_video([labels[i] for i in video.eval_frames], [a[0] for a in anns], sorted(video.objects),
+                             [a[1] for a in anns])
         doc = {"video": video.name, "backend": variant.label, "protocol": task["protocol"], "key": task["key"],
                "complete": True, **scores, "frames_processed": processed, "seconds": round(seconds, 4),
                "frames_per_second": round(processed / max(seconds, 1e-9), 3), "files": files,
