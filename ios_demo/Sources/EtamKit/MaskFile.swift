@@ -104,6 +104,25 @@ public enum MaskFile {
         return try nonEmpty(mask, name: name, subject: subject)
     }
 
+    /// What the apps say when the prompted object's number is not in a palette mask.
+    public static let appValueFix = "prompt one of those objects (this app takes palette index N as object N)"
+
+    /// The apps' rule (no mask_value field there): a palette PNG with several objects gives the
+    /// prompted object's number as its index (DAVIS annotations number objects so); any other PNG
+    /// is read as the CLI reads a mask without mask_value.
+    public static func decodeForObject(png: [UInt8], rgba: [UInt8], name: String, frameWidth: Int, frameHeight: Int,
+                                       objId: Int, frame: Int) throws -> [Bool] {
+        let who = subject(objId: objId, frame: frame)
+        let h = try header(png, name: name, subject: who)
+        var value: Int?
+        if h.colorType == 3, rgba.count == 4 * h.width * h.height, h.width == frameWidth, h.height == frameHeight {
+            let present = Set(try paletteIndices(h, rgba: rgba, name: name, subject: who)).subtracting([0])
+            if present.count > 1 { value = objId }
+        }
+        return try decode(png: png, rgba: rgba, name: name, frameWidth: frameWidth, frameHeight: frameHeight,
+                          maskValue: value, subject: who, valueFix: appValueFix)
+    }
+
     private static func nonEmpty(_ mask: [Bool], name: String, subject: String) throws -> [Bool] {
         guard mask.contains(true) else {
             throw EtamError.prompt("\(subject): \(name) is empty (no pixel > 0); draw the object or use clicks/a box")

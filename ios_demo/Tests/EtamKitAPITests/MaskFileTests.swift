@@ -84,6 +84,22 @@ final class MaskFileTests: XCTestCase {
         XCTAssertEqual(try MaskFile.header(pngBytes(width: 1, height: 1, colorType: 0, bitDepth: 1), name: "b.png", subject: subject).mode, "1")
     }
 
+    func testTheAppsRuleTakesTheObjectNumberAsPaletteIndex() throws {
+        let idx = [1, 0, 2, 2, 1, 0, 2, 2]
+        let png = pngBytes(width: 4, height: 2, colorType: 3, palette: davis)
+        let pixels = rgbaPixels(idx.map { davis[$0] })
+        let two = try MaskFile.decodeForObject(png: png, rgba: pixels, name: "a.png", frameWidth: 4, frameHeight: 2, objId: 2, frame: 5)
+        XCTAssertEqual(two, idx.map { $0 == 2 })
+        XCTAssertEqual(message { try MaskFile.decodeForObject(png: png, rgba: pixels, name: "a.png", frameWidth: 4, frameHeight: 2, objId: 3, frame: 5) },
+                       "mask prompt for object 3 on frame 5: value 3 does not occur in a.png (it has [1, 2]); prompt one of those objects (this app takes palette index N as object N)")
+        // one object in the palette: it is the mask whatever object is prompted
+        let single = rgbaPixels([1, 0, 1, 1, 0, 0, 0, 0].map { davis[$0] })
+        let one = try MaskFile.decodeForObject(png: png, rgba: single, name: "b.png", frameWidth: 4, frameHeight: 2, objId: 3, frame: 0)
+        XCTAssertEqual(one, [true, false, true, true, false, false, false, false])
+        XCTAssertEqual(message { try MaskFile.decodeForObject(png: png, rgba: pixels, name: "a.png", frameWidth: 2, frameHeight: 2, objId: 2, frame: 0) },
+                       "mask prompt for object 2 on frame 0: a.png is 4x2 but the frames are 2x2; give a mask of the frame's size")
+    }
+
     func testAPaletteWithOneObjectNeedsNoValue() throws {
         let png = pngBytes(width: 2, height: 2, colorType: 3, palette: [0x102030, 0x800000])  // index 0 need not be black
         let mask = try MaskFile.decode(png: png, rgba: rgbaPixels([0x102030, 0x800000, 0x800000, 0x102030]), name: "one.png",

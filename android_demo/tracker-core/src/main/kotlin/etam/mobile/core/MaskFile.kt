@@ -103,6 +103,26 @@ object MaskFile {
         return nonEmpty(BooleanArray(n) { (argb[it] and 0xFFFFFF) != 0 }, name, subject)
     }
 
+    /** What the apps say when the prompted object's number is not in a palette mask. */
+    const val APP_VALUE_FIX = "prompt one of those objects (this app takes palette index N as object N)"
+
+    /**
+     * The apps' rule (no mask_value field there): a palette PNG with several objects gives the
+     * prompted object's number as its index (DAVIS annotations number objects so); any other PNG
+     * is read as the CLI reads a mask without mask_value.
+     */
+    fun decodeForObject(png: ByteArray, argb: IntArray, name: String, frameWidth: Int, frameHeight: Int,
+                        objId: Int, frame: Int): BooleanArray {
+        val who = subject(objId, frame)
+        val h = header(png, name, who)
+        var value: Int? = null
+        if (h.colorType == 3 && argb.size == h.width * h.height && h.width == frameWidth && h.height == frameHeight) {
+            val present = paletteIndices(h, argb, name, who).filter { it != 0 }.toSet()
+            if (present.size > 1) value = objId
+        }
+        return decode(png, argb, name, frameWidth, frameHeight, value, who, APP_VALUE_FIX)
+    }
+
     private fun nonEmpty(mask: BooleanArray, name: String, subject: String): BooleanArray {
         if (mask.none { it }) throw PromptException("$subject: $name is empty (no pixel > 0); draw the object or use clicks/a box")
         return mask

@@ -72,6 +72,22 @@ class MaskFileTest {
     }
 
     @Test
+    fun theAppsRuleTakesTheObjectNumberAsPaletteIndex() {
+        val idx = intArrayOf(1, 0, 2, 2, 1, 0, 2, 2)
+        val (png, argb) = palettePng(4, 2, idx)
+        assertArrayEquals(BooleanArray(8) { idx[it] == 2 }, MaskFile.decodeForObject(png, argb, "a.png", 4, 2, 2, 5))
+        assertEquals("mask prompt for object 3 on frame 5: value 3 does not occur in a.png (it has [1, 2]); " +
+            "prompt one of those objects (this app takes palette index N as object N)",
+            message { MaskFile.decodeForObject(png, argb, "a.png", 4, 2, 3, 5) })
+        // one object in the palette: it is the mask whatever object is prompted
+        val (one, oneArgb) = palettePng(4, 2, intArrayOf(1, 0, 1, 1, 0, 0, 0, 0))
+        assertArrayEquals(booleanArrayOf(true, false, true, true, false, false, false, false),
+            MaskFile.decodeForObject(one, oneArgb, "b.png", 4, 2, 3, 0))
+        assertEquals("mask prompt for object 2 on frame 0: a.png is 4x2 but the frames are 2x2; give a mask of the frame's size",
+            message { MaskFile.decodeForObject(png, argb, "a.png", 2, 2, 2, 0) })
+    }
+
+    @Test
     fun binaryGreyAndRgbMasksAreAnyChannelAboveZero() {
         val grey = BufferedImage(3, 2, BufferedImage.TYPE_BYTE_GRAY)
         grey.raster.setPixels(0, 0, 3, 2, intArrayOf(0, 1, 255, 0, 7, 0))
