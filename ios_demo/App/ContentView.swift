@@ -35,15 +35,7 @@ struct ContentView: View {
                 Button("Mask") { pickingMask = true }
                     // A mask PNG for the current object on this frame; on its own view, since two
                     // fileImporters on one view conflict.
-                    .fileImporter(isPresented: $pickingMask, allowedContentTypes: [.png]) { result in
-                        switch result {
-                        case .success(let url):
-                            Task { await session.importMask(url) }
-                        case .failure(let error):
-                            session.status = error.localizedDescription
-                            session.isError = true
-                        }
-                    }
+                    .fileImporter(isPresented: $pickingMask, allowedContentTypes: [.png]) { picked($0) { await session.importMask($0) } }
                 Button("Track") { session.track() }
                 Button("Clear") { session.clear() }
             }
@@ -61,14 +53,17 @@ struct ContentView: View {
             .disabled(session.busy)
             .padding(.bottom, 8)
         }
-        .fileImporter(isPresented: $pickingVideo, allowedContentTypes: [.movie, .mpeg4Movie, .quickTimeMovie]) { result in
-            switch result {
-            case .success(let url):
-                Task { await session.openVideo(url) }
-            case .failure(let error):
-                session.status = error.localizedDescription
-                session.isError = true
-            }
+        .fileImporter(isPresented: $pickingVideo, allowedContentTypes: [.movie, .mpeg4Movie, .quickTimeMovie]) { picked($0) { await session.openVideo($0) } }
+    }
+
+    /// A file the user picked goes to `open`; a picker failure becomes the red status line.
+    private func picked(_ result: Result<URL, Error>, _ open: @escaping @MainActor (URL) async -> Void) {
+        switch result {
+        case .success(let url):
+            Task { await open(url) }
+        case .failure(let error):
+            session.status = error.localizedDescription
+            session.isError = true
         }
     }
 }
