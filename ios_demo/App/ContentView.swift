@@ -6,51 +6,12 @@ import UniformTypeIdentifiers
 struct ContentView: View {
     @EnvironmentObject var session: TrackingSession
     @State private var pickingVideo = false
-    @State private var dragStart: CGPoint?
-    @State private var dragNow: CGPoint?
+    @State private var pickingMask = false
 
     var body: some View {
         VStack(spacing: 8) {
-            GeometryReader { geo in
-                ZStack {
-                    Color.black
-                    if let frame = session.frame {
-                        let rect = fitted(CGSize(width: frame.width, height: frame.height), in: geo.size)
-                        Image(decorative: frame, scale: 1).resizable().frame(width: rect.width, height: rect.height).position(x: rect.midX, y: rect.midY)
-                        if let ov = session.overlay {
-                            Image(decorative: ov, scale: 1).resizable().frame(width: rect.width, height: rect.height).position(x: rect.midX, y: rect.midY)
-                        }
-                        ForEach(Array(session.marks.enumerated()), id: \.offset) { _, m in
-                            Circle().fill(m.1 == 1 ? Color.green : Color.red).frame(width: 14, height: 14)
-                                .position(x: rect.minX + m.0.x / CGFloat(frame.width) * rect.width, y: rect.minY + m.0.y / CGFloat(frame.height) * rect.height)
-                        }
-                        if let a = dragStart, let b = dragNow, session.mode == .box {
-                            Rectangle().stroke(Color.yellow, lineWidth: 2)
-                                .frame(width: abs(b.x - a.x), height: abs(b.y - a.y))
-                                .position(x: (a.x + b.x) / 2, y: (a.y + b.y) / 2)
-                        }
-                    }
-                }
-                .contentShape(Rectangle())
-                .gesture(DragGesture(minimumDistance: 0)
-                    .onChanged { g in
-                        if dragStart == nil { dragStart = g.startLocation }
-                        dragNow = g.location
-                    }
-                    .onEnded { g in
-                        defer { dragStart = nil; dragNow = nil }
-                        guard let frame = session.frame else { return }
-                        let rect = fitted(CGSize(width: frame.width, height: frame.height), in: geo.size)
-                        let toFrame = { (p: CGPoint) -> CGPoint in
-                            CGPoint(x: (p.x - rect.minX) / rect.width * CGFloat(frame.width), y: (p.y - rect.minY) / rect.height * CGFloat(frame.height))
-                        }
-                        if session.mode == .box {
-                            session.drag(from: toFrame(g.startLocation), to: toFrame(g.location))
-                        } else {
-                            session.tap(toFrame(g.location))
-                        }
-                    })
-            }
+            PromptCanvas(image: session.frame, overlay: session.overlay, marks: session.marks, boxMode: session.mode == .box,
+                         onTap: { session.tap($0) }, onBox: { session.drag(from: $0, to: $1) })
             Text(session.status)
                 .font(.footnote)
                 .foregroundColor(session.isError ? .red : .secondary)
@@ -71,6 +32,10 @@ struct ContentView: View {
                 Button("Video") { pickingVideo = true }
                 Button("Camera") { session.startCamera() }
                 Button("Object \(session.currentObject)+") { session.newObject() }
+                Button("Mask") { pickingMask = true }
+                    // A mask PNG for the current object on this frame; on its own view, since two
+                    // fileImporters on one view conflict.
+                    .fileImporter(isPresented: $pickingMask, allowedContentTypes: [.png]) { picked($0) { await session.importMask($0) } }
                 Button("Track") { session.track() }
                 Button("Clear") { session.clear() }
             }
@@ -88,20 +53,17 @@ struct ContentView: View {
             .disabled(session.busy)
             .padding(.bottom, 8)
         }
-        .fileImporter(isPresented: $pickingVideo, allowedContentTypes: [.movie, .mpeg4Movie, .quickTimeMovie]) { result in
-            switch result {
-            case .success(let url):
-                Task { await session.openVideo(url) }
-            case .failure(let error):
-                session.status = error.localizedDescription
-                session.isError = true
-            }
-        }
+        .fileImporter(isPresented: $pickingVideo, allowedContentTypes: [.movie, .mpeg4Movie, .quickTimeMovie]) { picked($0) { await session.openVideo($0) } }
     }
 
-    private func fitted(_ size: CGSize, in box: CGSize) -> CGRect {
-        let s = min(box.width / size.width, box.height / size.height)
-        let w = size.width * s, h = size.height * s
-        return CGRect(x: (box.width - w) / 2, y: (box.height - h) / 2, width: w, height: h)
+    /// A file the user picked goes to `open`; a picker failure becomes the red status line.
+    private func picked(_ result: Result<URL, Error>, _ open: @escaping @MainActor (URL) async -> Void) {
+        switch result {
+        case .success(let url):
+            Task { await open(url) }
+        case .failure(let error):
+            session.status = error.localizedDescription
+            session.isError = true
+        }
     }
 }

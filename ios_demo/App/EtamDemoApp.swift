@@ -2,7 +2,15 @@ import SwiftUI
 
 @main
 struct EtamDemoApp: App {
-    @StateObject private var session = TrackingSession()
+    /// One model store for the app: both tabs use its models (loaded once).
+    @StateObject private var store: ModelStore
+    @StateObject private var session: TrackingSession
+
+    init() {
+        let store = ModelStore()
+        _store = StateObject(wrappedValue: store)
+        _session = StateObject(wrappedValue: TrackingSession(store: store))
+    }
 
     var body: some Scene {
         WindowGroup {
@@ -11,6 +19,7 @@ struct EtamDemoApp: App {
                 PhotoView().tabItem { Label("Photo", systemImage: "photo") }
             }
             .environmentObject(session)
+            .environmentObject(store)
             .task { await session.loadModels() }
         }
     }

@@ -1,6 +1,7 @@
 import CoreGraphics
 import EtamKit
 import Foundation
+import ImageIO
 
 /// CGImage <-> packed RGB bytes, and object-id maps -> a coloured overlay image.
 enum ImageUtils {
@@ -22,6 +23,27 @@ enum ImageUtils {
             rgb[3 * i + 2] = rgba[4 * i + 2]
         }
         return rgb
+    }
+
+    /// A PNG file's pixels as RGBA bytes (alpha 255) at its own size, for EtamKit's MaskFile;
+    /// drawn in the image's own RGB space so palette colours come out as written. nil when
+    /// ImageIO cannot decode the file.
+    static func rgbaPixels(_ data: Data) -> [UInt8]? {
+        guard let source = CGImageSourceCreateWithData(data as CFData, nil),
+              let image = CGImageSourceCreateImageAtIndex(source, 0, nil) else { return nil }
+        let w = image.width, h = image.height
+        let space = image.colorSpace.flatMap { $0.model == .indexed ? $0.baseColorSpace : ($0.model == .rgb ? $0 : nil) }
+            ?? CGColorSpaceCreateDeviceRGB()
+        var rgba = [UInt8](repeating: 0, count: w * h * 4)
+        let ok: Bool = rgba.withUnsafeMutableBytes { buf in
+            guard let ctx = CGContext(data: buf.baseAddress, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+                                      space: space, bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue) else { return false }
+            ctx.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
+            return true
+        }
+        guard ok else { return nil }
+        for i in 0..<(w * h) { rgba[4 * i + 3] = 255 }
+        return rgba
     }
 
     /// Packed RGB -> CGImage for display.

@@ -19,12 +19,16 @@ final class PhotoSession: ObservableObject {
     @Published var mode: TrackingSession.Mode = .positive
     @Published var marks: [(CGPoint, Int)] = []
 
-    private var session: ImageSession?
+    /// The app's model store: the photo follows a compute-unit reload of the video tab.
+    private var store: ModelStore?
+    /// The engine the current photo was encoded on (after a compute-unit reload: encode again).
+    private var encodedOn: ObjectIdentifier?
     private var result: ImageResult?
     private var clicks: [SIMD2<Float>] = []
     private var labels: [Int] = []
     private var box: [Float]?
     private var inputBuffer: [Float] = []
+    private var size = (width: 0, height: 0)
 
     private func info(_ s: String) {
         status = s
@@ -36,16 +40,21 @@ final class PhotoSession: ObservableObject {
         isError = true
     }
 
-    /// Encode the photo once with the app's loaded models.
-    func open(_ image: CGImage, runner: CoreMLStageRunner?) {
+    /// Encode the photo once with the app's loaded models (the video tab's engine, so the two
+    /// tabs never run the models at the same time).
+    func open(_ image: CGImage, store: ModelStore) async {
+        busy = true
+        defer { busy = false }
         do {
-            guard let r = runner else { throw EtamError.manifest("models are not loaded yet; wait for the status line to say ready") }
-            if session == nil { session = ImageSession(runner: r, cfg: r.manifest.tracker) }
+            guard let m = store.models else { throw EtamError.manifest("models are not loaded yet; wait for the video tab's status line to say ready") }
             guard let rgb = ImageUtils.rgbBytes(image) else { throw EtamError.prompt("this photo cannot be read; pick a JPEG, PNG or HEIC photo") }
             // upstream's image-predictor preprocessing (antialiased bilinear), not the video path's
-            inputBuffer = ImageMode.modelInput(rgb, width: image.width, height: image.height, manifest: r.manifest)
+            inputBuffer = ImageMode.modelInput(rgb, width: image.width, height: image.height, manifest: m.manifest)
+            size = (image.width, image.height)
             let t0 = Date()
-            try session!.setImage(modelInput: inputBuffer, width: image.width, height: image.height)
+            try await m.engine.setPhoto(modelInput: inputBuffer, width: image.width, height: image.height)
+            self.store = store
+            encodedOn = ObjectIdentifier(m.engine)
             photo = image
             clear()
             info("\(image.width)x\(image.height) photo encoded in \(Int(Date().timeIntervalSince(t0) * 1000)) ms: tap the object or drag a box")
@@ -55,28 +64,38 @@ final class PhotoSession: ObservableObject {
     }
 
     func tap(_ p: CGPoint) {
+        guard !busy else { return }
         clicks.append(SIMD2<Float>(Float(p.x), Float(p.y)))
         labels.append(mode == .negative ? 0 : 1)
         marks = zip(clicks, labels).map { (CGPoint(x: CGFloat($0.0.x), y: CGFloat($0.0.y)), $0.1) }
-        predict()
+        Task { await predict() }
     }
 
     func drag(from a: CGPoint, to b: CGPoint) {
+        guard !busy else { return }
         box = [Float(min(a.x, b.x)), Float(min(a.y, b.y)), Float(max(a.x, b.x)), Float(max(a.y, b.y))]
-        predict()
+        Task { await predict() }
     }
 
-    private func predict() {
-        guard let s = session, s.hasImage else { return fail(EtamError.prompt("pick a photo first")) }
+    private func predict() async {
+        guard let s = store, photo != nil else { return fail(EtamError.prompt("pick a photo first")) }
+        guard let m = s.models else { return fail(EtamError.manifest("models are loading; try again when the video tab says ready")) }
+        guard !busy else { return }
+        busy = true
+        defer { busy = false }
         let multimask = box == nil && clicks.count == 1
         var maskInput: [Float]?
         if !multimask, let prev = result {
-            let lr2 = s.cfg.lowResSize * s.cfg.lowResSize
+            let lr2 = m.manifest.tracker.lowResSize * m.manifest.tracker.lowResSize
             maskInput = Array(prev.lowRes[(chosen * lr2)..<((chosen + 1) * lr2)])
         }
         do {
+            if encodedOn != ObjectIdentifier(m.engine) {
+                try await m.engine.setPhoto(modelInput: inputBuffer, width: size.width, height: size.height)
+                encodedOn = ObjectIdentifier(m.engine)
+            }
             let t0 = Date()
-            let r = try s.predict(Prompt(points: clicks, labels: labels, box: box), multimask: multimask, maskInput: maskInput)
+            let r = try await m.engine.predictPhoto(Prompt(points: clicks, labels: labels, box: box), multimask: multimask, maskInput: maskInput)
             result = r
             scores = r.scores
             chosen = r.best

@@ -10,7 +10,6 @@ import SwiftUI
 @MainActor
 final class TrackingSession: ObservableObject {
     static let maxObjects = 4
-    static let exportFolderName = "EtamModels"
 
     enum Mode: String, CaseIterable, Identifiable {
         case positive = "+ click", negative = "− click", box = "Box"
@@ -29,10 +28,9 @@ final class TrackingSession: ObservableObject {
     @Published var busy = false
     @Published var marks: [(CGPoint, Int)] = []
 
-    private var folder: URL?
-    private var engine: TrackingEngine?
-    private(set) var runner: CoreMLStageRunner?  // shared with the photo screen (image mode)
-    private var computeUnitReport: [String: [String: JSONValue]] = [:]
+    /// The app's one model store (the photo tab uses the same models and engine).
+    let store: ModelStore
+    private var engine: TrackingEngine? { store.models?.engine }
     private var lowResSize = 0
     private var video: (width: Int, height: Int)?
     private var camera: CameraFrameSource?
@@ -45,6 +43,10 @@ final class TrackingSession: ObservableObject {
     /// Per frame: object ids and low-res logits quantized to Int8 (enough to redraw any frame).
     private var results: [Int: ([Int], [Int8])] = [:]
 
+    init(store: ModelStore) {
+        self.store = store
+    }
+
     private func info(_ s: String) {
         status = s
         isError = false
@@ -55,39 +57,22 @@ final class TrackingSession: ObservableObject {
         isError = true
     }
 
-    /// The export folder: bundled as a folder reference named EtamModels, or copied into the
-    /// app's Documents/EtamModels with the Files app (UIFileSharingEnabled).
-    static func exportFolder() -> URL? {
-        if let bundled = Bundle.main.url(forResource: exportFolderName, withExtension: nil) { return bundled }
-        let docs = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask).first
-        return docs?.appendingPathComponent(exportFolderName)
-    }
-
     func loadModels() async {
-        guard let folder = TrackingSession.exportFolder() else { return fail(EtamError.manifest("no Documents folder")) }
-        self.folder = folder
         busy = true
         defer { busy = false }
         do {
             info("compiling models for \(computeUnits.rawValue) (first launch takes a while) ...")
-            let runner = try await CoreMLStageRunner(folder: folder, computeUnits: computeUnits)
-            self.runner = runner
-            let manifest = runner.manifest
-            computeUnitReport = runner.computeUnitReport
-            let loadMs = runner.loadMilliseconds
-            engine = TrackingEngine(manifest: manifest, runner: runner, modelLoadMs: loadMs, stageLoadMs: runner.stageLoadMs)
-            lowResSize = manifest.tracker.lowResSize
-            info(String(format: "%@ (%@, %@) loaded in %.0f ms; open a video or the camera", manifest.config, manifest.precision,
-                        manifest.weightsDescription, loadMs))
+            let m = try await store.load(computeUnits)
+            lowResSize = m.manifest.tracker.lowResSize
+            info(String(format: "%@ (%@, %@) loaded in %.0f ms; open a video or the camera", m.manifest.config, m.manifest.precision,
+                        m.manifest.weightsDescription, m.loadMs))
         } catch {
-            engine = nil
             fail(error)
         }
     }
 
     private func requireEngine() throws -> TrackingEngine {
-        guard let e = engine else { throw EtamError.manifest("models are not loaded: \(status)") }
-        return e
+        try store.require(status).engine
     }
 
     private func resetPrompt() {
@@ -198,6 +183,37 @@ final class TrackingSession: ObservableObject {
         }
     }
 
+    /// A mask PNG as the current object's prompt on the shown video frame (upstream's
+    /// add_new_mask): binary / grey / RGB (any pixel > 0), or a palette PNG (a DAVIS annotation),
+    /// where the palette index is the object number when it holds several objects. Checked by
+    /// EtamKit's MaskFile with the CLI's messages; the frame becomes a conditioning frame.
+    func importMask(_ url: URL) async {
+        guard !busy else { return }
+        guard let v = video else { return fail(EtamError.prompt("open a video first: a mask prompt is for one frame of a video")) }
+        let (frame, obj) = (frameIndex, currentObject)
+        let name = url.lastPathComponent
+        busy = true
+        defer { busy = false }
+        do {
+            let e = try requireEngine()
+            let access = url.startAccessingSecurityScopedResource()
+            defer { if access { url.stopAccessingSecurityScopedResource() } }
+            guard let data = try? Data(contentsOf: url) else {
+                throw EtamError.prompt("\(MaskFile.subject(objId: obj, frame: frame)): mask file \(name) cannot be read; pick it again from Files")
+            }
+            let rgba = ImageUtils.rgbaPixels(data) ?? []  // MaskFile names an undecodable file
+            let mask = try MaskFile.decodeForObject(png: [UInt8](data), rgba: rgba, name: name, frameWidth: v.width, frameHeight: v.height,
+                                                    objId: obj, frame: frame)
+            let shown = try await e.addMask(frame: frame, objId: obj, mask: mask)
+            objectsWithPrompts.insert(obj)
+            resetPrompt()
+            render(shown, width: v.width, height: v.height)
+            info("object \(obj) on frame \(frame): mask from \(name) (\(mask.filter { $0 }.count) pixels); Track, or Object \(obj)+ for the next")
+        } catch {
+            fail(error)
+        }
+    }
+
     func newObject() {
         if objectsWithPrompts.count >= TrackingSession.maxObjects {
             return fail(EtamError.prompt("this app tracks at most \(TrackingSession.maxObjects) objects; press Clear to start over"))
@@ -283,7 +299,6 @@ final class TrackingSession: ObservableObject {
 
     func reloadModels() async {
         stopCamera()
-        engine = nil
         video = nil
         numFrames = 0
         resetResults()
@@ -291,12 +306,13 @@ final class TrackingSession: ObservableObject {
     }
 
     func benchmark() async {
-        guard let e = engine, let folder = folder else { return fail(EtamError.manifest("models are not loaded: \(status)")) }
+        guard let m = store.models else { return fail(EtamError.manifest("models are not loaded: \(status)")) }
+        let e = m.engine
         stopCamera()
         busy = true
         defer { busy = false }
         do {
-            let out = try await BenchmarkRunner.run(engine: e, folder: folder, computeUnits: computeUnits, computeUnitReport: computeUnitReport,
+            let out = try await BenchmarkRunner.run(engine: e, folder: m.folder, computeUnits: m.computeUnits, computeUnitReport: m.computeUnitReport,
                                                     frames: 50, warmup: 5) { [weak self] i, n in
                 Task { @MainActor in self?.status = "benchmark: frame \(i) / \(n)" }
             }

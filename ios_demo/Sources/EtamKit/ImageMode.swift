@@ -3,7 +3,7 @@ import Foundation
 /// One prompt's answer in image mode: `count` masks in model order (decoder `tokens`), logits
 /// (count, height, width) at photo size, predicted-IoU `scores`, and low-res logits
 /// (count, lr, lr) clamped to ±32 (feed one back as mask input to refine).
-public struct ImageResult {
+public struct ImageResult: Sendable {
     public let tokens: [Int]
     public let scores: [Float]
     public let logits: [Float]

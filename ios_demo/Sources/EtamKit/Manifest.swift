@@ -120,6 +120,8 @@ public struct Manifest: Sendable {
     public let weightsDescription: String
     /// Package -> version that wrote the artifacts (`artifact_producers`, else `tool.versions`).
     public let producers: [String: String]
+    /// The mask-prompt constants (`mask_prompt`); nil for exports made before mask prompts.
+    public internal(set) var maskPrompt: MaskPromptConstants? = nil
 
     /// coremltools versions whose .mlpackage files this app was tested with (major.minor prefixes).
     public static let supportedCoreMLTools = ["8.", "9."]
@@ -236,10 +238,11 @@ public struct Manifest: Sendable {
         } else {
             wdesc = "unrecorded weights"
         }
-        let m = Manifest(config: try root.string("config"), precision: root.has("precision") ? try root.string("precision") : "unknown",
+        var m = Manifest(config: try root.string("config"), precision: root.has("precision") ? try root.string("precision") : "unknown",
                          imageSize: tracker.imageSize, mean: mean, std: std, scale: try pre.double("scale"), tracker: tracker,
                          stages: stages, checksums: checks, weightsDescription: wdesc, producers: try producerVersions(root))
         try m.checkShapes(source)
+        m.maskPrompt = try MaskPromptConstants(manifest: root)
         return m
     }
 

@@ -24,6 +24,7 @@ public actor TrackingEngine {
     private let input: InputBuffer
     private var maxObjects = 4
     private var liveTracking = false
+    private var photo: ImageSession?
 
     /// Reused model-input buffer (one frame at a time).
     private final class InputBuffer {
@@ -87,6 +88,24 @@ public actor TrackingEngine {
         let t = try requireTracker()
         let low = try t.addPrompt(frame: frame, objId: objId, prompt: prompt)
         if live != nil { liveTracking = true }
+        return shown(t, frame: frame, objId: objId, low: low)
+    }
+
+    /// A mask prompt (upstream's add_new_mask) for one object on `frame` of the open video: the
+    /// mask (video size, from `MaskFile.decode`) becomes that frame's output and a conditioning
+    /// frame. Exports made before mask prompts have no `mask_prompt` constants: the message says so.
+    public func addMask(frame: Int, objId: Int, mask: [Bool]) throws -> FrameResult {
+        let t = try requireTracker()
+        guard live == nil else { throw EtamError.prompt("mask prompts need a video frame; open a video (the camera's frames change under the mask)") }
+        guard let c = manifest.maskPrompt else {
+            throw EtamError.manifest("this export has no mask_prompt constants (made before mask prompts); re-export the folder to use mask prompts")
+        }
+        let low = try t.addMask(frame: frame, objId: objId, mask: mask, constants: c)
+        return shown(t, frame: frame, objId: objId, low: low)
+    }
+
+    /// Every object's low-res mask on `frame` with `objId`'s new one (others show as absent).
+    private func shown(_ t: Tracker, frame: Int, objId: Int, low: [Float]) -> FrameResult {
         let ids = t.objIds
         var all = [Float](repeating: t.cfg.noObjScore, count: ids.count * low.count)
         if let k = ids.firstIndex(of: objId) { all.replaceSubrange(k * low.count..<(k + 1) * low.count, with: low) }
@@ -135,6 +154,19 @@ public actor TrackingEngine {
         guard liveTracking, !t.objects.isEmpty else { return (index, nil) }
         if t.resumeStart() != nil { try t.beginPropagation(start: index, keepCorrections: true) }
         return (index, try t.trackFrame(index))
+    }
+
+    // ---- image mode (the photo screen), on the same models and the same actor ----
+    /// Encode a photo (`modelInput` from `ImageMode.modelInput`) once for many prompts.
+    public func setPhoto(modelInput: [Float], width: Int, height: Int) throws {
+        if photo == nil { photo = ImageSession(runner: runner, cfg: manifest.tracker) }
+        try photo!.setImage(modelInput: modelInput, width: width, height: height)
+    }
+
+    /// Candidates for clicks and/or a box on the encoded photo (`ImageSession.predict`).
+    public func predictPhoto(_ prompt: Prompt, multimask: Bool, maskInput: [Float]? = nil) throws -> ImageResult {
+        guard let p = photo, p.hasImage else { throw EtamError.prompt("pick a photo first") }
+        return try p.predict(prompt, multimask: multimask, maskInput: maskInput)
     }
 
     /// Leave camera mode (the next cameraStep starts a fresh live session).

@@ -1,13 +1,13 @@
 package org.etam.demo
 
 import android.Manifest as AndroidManifest
-import android.content.pm.PackageManager
 import android.graphics.Bitmap
-import android.graphics.Color
+import android.graphics.BitmapFactory
 import android.net.Uri
 import android.os.Bundle
 import android.os.Handler
 import android.os.Looper
+import android.provider.OpenableColumns
 import android.widget.Button
 import android.widget.RadioGroup
 import android.widget.SeekBar
@@ -22,11 +22,11 @@ import androidx.camera.view.PreviewView
 import androidx.core.content.ContextCompat
 import etam.mobile.core.FrameResult
 import etam.mobile.core.ManifestException
+import etam.mobile.core.MaskFile
 import etam.mobile.core.PostProcess
 import etam.mobile.core.Prompt
 import etam.mobile.core.PromptException
 import etam.mobile.core.Tracker
-import java.util.concurrent.Executors
 
 /**
  * Open a video or the camera, tap points / drag a box on any frame for several objects, track,
@@ -40,18 +40,15 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         const val BENCH_WARMUP = 5
     }
 
-    private val worker = Executors.newSingleThreadExecutor()
     private val main = Handler(Looper.getMainLooper())
+    private lateinit var screen: Screen
     private lateinit var overlay: OverlayView
     private lateinit var status: TextView
     private lateinit var seek: SeekBar
     private lateinit var preview: PreviewView
 
-    private var models: ModelStore.Loaded? = null
-    private var runner: ExecuTorchStageRunner? = null
     private var video: VideoFrameSource? = null
     private var tracker: Tracker? = null
-    private var preprocessor: BitmapPreprocessor? = null
     private var currentFrame = 0
     private var currentObject = 1
     private var cameraMode = false
@@ -71,9 +68,12 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         if (uri != null) openVideo(uri)
     }
 
-    private val cameraPermission = registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
-        if (granted) startCamera() else error("camera permission denied; allow it in the system settings to track live")
+    private val pickMask = registerForActivityResult(ActivityResultContracts.OpenDocument()) { uri: Uri? ->
+        if (uri != null) importMask(uri)
     }
+
+    private val cameraPermission = PermissionGate(this, AndroidManifest.permission.CAMERA,
+        "camera permission denied; allow it in the system settings to track live", { error(it) }) { startCamera() }
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -82,10 +82,12 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         status = findViewById(R.id.status)
         seek = findViewById(R.id.seek)
         preview = findViewById(R.id.preview)
+        screen = Screen(this, status)
         overlay.listener = this
         findViewById<RadioGroup>(R.id.mode).setOnCheckedChangeListener { _, id -> overlay.boxMode = id == R.id.mode_box }
         findViewById<Button>(R.id.open_video).setOnClickListener { pickVideo.launch(arrayOf("video/*")) }
-        findViewById<Button>(R.id.camera).setOnClickListener { openCamera() }
+        findViewById<Button>(R.id.camera).setOnClickListener { cameraPermission.request() }
+        findViewById<Button>(R.id.mask).setOnClickListener { pickMask.launch(arrayOf("image/png")) }
         findViewById<Button>(R.id.new_object).setOnClickListener { newObject() }
         findViewById<Button>(R.id.track).setOnClickListener { trackVideo() }
         findViewById<Button>(R.id.clear).setOnClickListener { clearAll() }
@@ -98,66 +100,31 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
             override fun onStartTrackingTouch(bar: SeekBar) {}
             override fun onStopTrackingTouch(bar: SeekBar) {}
         })
-        info("loading models from ${ModelStore.folder(this).path} ...")
-        worker.execute { loadModels() }
+        screen.loadModels { m ->
+            info("${m.manifest.config} (${m.manifest.precision}, ${m.manifest.weightsDescription}) loaded in " +
+                "%.0f ms; open a video or the camera".format(m.runner.loadMs))
+        }
     }
 
     override fun onDestroy() {
         super.onDestroy()
-        worker.shutdownNow()
-        video?.close()
-        runner?.close()
-    }
-
-    // ---- status line -------------------------------------------------------------
-    private fun info(msg: String) = main.post {
-        status.setTextColor(Color.LTGRAY)
-        status.text = msg
-    }
-
-    private fun error(msg: String) = main.post {
-        status.setTextColor(Color.rgb(255, 90, 90))
-        status.text = msg
-    }
-
-    /** Runs `block` on the worker; any failure becomes a message, never a crash. */
-    private fun background(block: () -> Unit) = worker.execute {
-        try {
-            block()
-        } catch (e: PromptException) {
-            error(e.message ?: "invalid prompt")
-        } catch (e: ManifestException) {
-            error(e.message ?: "unusable export folder")
-        } catch (e: ModelException) {
-            error(e.message ?: "model failure")
-        } catch (e: IllegalArgumentException) {
-            error(e.message ?: "invalid input")
-        } catch (e: OutOfMemoryError) {
-            error("out of memory: use a shorter or smaller video, or a smaller model config")
-        } catch (e: RuntimeException) {
-            error("unexpected error: ${e.message}")
+        screen.close()
+        // The models stay with the app (EtamApp); the video is this screen's: closed on the model
+        // thread, after the step that may be reading it.
+        screen.executor.execute {
+            video?.close()
+            video = null
         }
     }
 
-    private fun loadModels() {
-        try {
-            val loaded = ModelStore.open(this)
-            runner = ExecuTorchStageRunner(loaded.folder, loaded.manifest)
-            models = loaded
-            preprocessor = BitmapPreprocessor(loaded.manifest)
-            info("${loaded.manifest.config} (${loaded.manifest.precision}, ${loaded.manifest.weightsDescription}) loaded in " +
-                "%.0f ms; open a video or the camera".format(runner!!.loadMs))
-        } catch (e: ManifestException) {
-            error(e.message ?: "unusable export folder")
-        } catch (e: ModelException) {
-            error(e.message ?: "model failure")
-        } catch (e: RuntimeException) {
-            error("models could not be loaded: ${e.message}")
-        }
-    }
+    private fun info(msg: String) = screen.info(msg)
 
-    private fun requireModels(): ModelStore.Loaded =
-        models ?: throw ManifestException("models are not loaded: ${status.text}")
+    private fun error(msg: String) = screen.error(msg)
+
+    private fun background(block: () -> Unit) =
+        screen.background("out of memory: use a shorter or smaller video, or a smaller model config", block)
+
+    private fun requireModels(): Models = screen.requireModels()
 
     // ---- sources -----------------------------------------------------------------
     private fun openVideo(uri: Uri) = background {
@@ -175,13 +142,8 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         info("${v.numFrames} frames ${v.width}x${v.height}: tap object 1, then Track")
     }
 
-    private fun openCamera() {
-        if (ContextCompat.checkSelfPermission(this, AndroidManifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) startCamera()
-        else cameraPermission.launch(AndroidManifest.permission.CAMERA)
-    }
-
     private fun startCamera() {
-        if (models == null) {
+        if (screen.models == null) {
             error("models are not loaded: ${status.text}")
             return
         }
@@ -192,7 +154,7 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
                 .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)
                 .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_RGBA_8888)
                 .build()
-            analysis.setAnalyzer(worker) { image ->
+            analysis.setAnalyzer(screen.executor) { image ->
                 val rotation = image.imageInfo.rotationDegrees
                 val raw = image.toBitmap()
                 image.close()
@@ -230,6 +192,7 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
 
     /** Runs on the worker: each camera frame is a new frame index; tracked once an object exists. */
     private fun onCameraFrame(bmp: Bitmap) {
+        if (screen.closed) return
         try {
             val t = tracker
             if (t == null || t.videoWidth != bmp.width || t.videoHeight != bmp.height) newTracker(Int.MAX_VALUE, bmp.width, bmp.height)
@@ -253,9 +216,8 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
 
     private fun newTracker(numFrames: Int, width: Int, height: Int) {
         val m = requireModels()
-        val pre = preprocessor!!
-        tracker = Tracker(runner!!, m.manifest.tracker, numFrames, width, height,
-            BitmapFrameProvider(pre) { i -> if (cameraMode) cameraFrame!! else video!!.frame(i) }, MAX_OBJECTS)
+        tracker = Tracker(m.runner, m.manifest.tracker, numFrames, width, height,
+            BitmapFrameProvider(m.preprocessor) { i -> if (cameraMode) cameraFrame!! else video!!.frame(i) }, MAX_OBJECTS)
         results.clear()
         currentObject = 1
         resetPrompt()
@@ -300,14 +262,56 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
             val t = tracker ?: throw IllegalArgumentException("open a video or the camera first")
             val low = t.addPrompt(frame, obj, Prompt(pts, labs, b))
             if (cameraMode) cameraTracking = true
-            val ids = t.objIds
-            val all = FloatArray(ids.size * low.size) { -1024f }
-            System.arraycopy(low, 0, all, ids.indexOf(obj) * low.size, low.size)
-            val bmp = if (cameraMode) cameraFrame!! else video!!.frame(frame)
-            render(bmp, FrameResult(frame, ids, all, t.cfg.lowResSize))
+            showPrompted(t, frame, obj, low, if (cameraMode) cameraFrame!! else video!!.frame(frame))
             main.post { overlay.setMarks(pts.mapIndexed { i, p -> Triple(p[0], p[1], labs[i]) }) }
             info("object $obj on frame $frame: ${pts.size} click(s)${if (b != null) " + box" else ""}")
         }
+    }
+
+    /**
+     * A mask PNG as the current object's prompt on the shown video frame (upstream's
+     * add_new_mask): binary / grey / RGB (any pixel > 0), or a palette PNG (a DAVIS annotation),
+     * where the palette index is the object number when it holds several objects. Checked by
+     * tracker-core's MaskFile with the CLI's messages; the frame becomes a conditioning frame.
+     */
+    private fun importMask(uri: Uri) {
+        val frame = currentFrame
+        val obj = currentObject
+        background {
+            val t = tracker ?: throw PromptException("open a video first: a mask prompt is for one frame of a video")
+            val v = video ?: throw PromptException("mask prompts need a video frame; open a video (the camera's frames change under the mask)")
+            val consts = requireModels().manifest.maskPrompt
+                ?: throw ManifestException("this export has no mask_prompt constants (made before mask prompts); re-export the folder to use mask prompts")
+            val name = displayName(uri)
+            val bytes = contentResolver.openInputStream(uri)?.use { it.readBytes() }
+                ?: throw PromptException("${MaskFile.subject(obj, frame)}: mask file $name cannot be read; pick it again")
+            val opts = BitmapFactory.Options().apply {
+                inPremultiplied = false // palette colours and grey values as written
+                inPreferredConfig = Bitmap.Config.ARGB_8888
+                inScaled = false
+            }
+            val argb = BitmapFactory.decodeByteArray(bytes, 0, bytes.size, opts)?.let { bmp ->
+                IntArray(bmp.width * bmp.height).also { bmp.getPixels(it, 0, bmp.width, 0, 0, bmp.width, bmp.height) }
+            } ?: IntArray(0) // MaskFile names an undecodable file
+            val mask = MaskFile.decodeForObject(bytes, argb, name, v.width, v.height, obj, frame)
+            val low = t.addMask(frame, obj, mask, consts)
+            showPrompted(t, frame, obj, low, v.frame(frame))
+            resetPrompt()
+            info("object $obj on frame $frame: mask from $name (${mask.count { it }} pixels); Track, or New object for the next")
+        }
+    }
+
+    private fun displayName(uri: Uri): String =
+        contentResolver.query(uri, arrayOf(OpenableColumns.DISPLAY_NAME), null, null, null)?.use { c ->
+            if (c.moveToFirst()) c.getString(0) else null
+        } ?: uri.lastPathSegment ?: "the mask"
+
+    /** Every object's mask on `frame`, with `obj`'s new one (objects not prompted there show as absent). */
+    private fun showPrompted(t: Tracker, frame: Int, obj: Int, low: FloatArray, bmp: Bitmap) {
+        val ids = t.objIds
+        val all = FloatArray(ids.size * low.size) { -1024f }
+        System.arraycopy(low, 0, all, ids.indexOf(obj) * low.size, low.size)
+        render(bmp, FrameResult(frame, ids, all, t.cfg.lowResSize))
     }
 
     private fun newObject() {
@@ -348,7 +352,7 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
                 main.post { seek.progress = r.frameIdx }
             }
             info("tracking frame ${r.frameIdx + 1} / ${v.numFrames}")
-            true
+            !screen.closed
         }
         resetPrompt()
         val ms = (System.nanoTime() - start) / 1e6 / maxOf(n, 1)
@@ -398,7 +402,7 @@ class MainActivity : AppCompatActivity(), OverlayView.Listener {
         val m = requireModels()
         stopCamera()
         info("benchmark: ${BENCH_WARMUP} warm-up + ${BENCH_FRAMES} timed frames ...")
-        val file = Benchmark(m, runner!!, "xnnpack").run(video, BENCH_FRAMES, BENCH_WARMUP, getExternalFilesDir("bench")!!) { info(it) }
+        val file = Benchmark(m.loaded, m.runner, "xnnpack").run(video, BENCH_FRAMES, BENCH_WARMUP, getExternalFilesDir("bench")!!) { info(it) }
         info("benchmark written to ${file.path}; adb pull it into benchmarks/device_results/")
     }
 }

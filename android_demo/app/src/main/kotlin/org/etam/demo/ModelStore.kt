@@ -54,3 +54,19 @@ object ModelStore {
         return md.digest().joinToString("") { String.format("%02x", it.toInt() and 0xFF) }
     }
 }
+
+/** One loaded model set: the checked export folder and its ExecuTorch runner (EtamApp holds it). */
+class Models(val loaded: ModelStore.Loaded, val runner: ExecuTorchStageRunner) {
+    val manifest get() = loaded.manifest
+    val preprocessor = BitmapPreprocessor(loaded.manifest)
+
+    fun close() = runner.close()
+
+    companion object {
+        /** Throws ManifestException / ModelException with a message for the user. */
+        fun load(context: Context): Models {
+            val loaded = ModelStore.open(context)
+            return Models(loaded, ExecuTorchStageRunner(loaded.folder, loaded.manifest))
+        }
+    }
+}

@@ -2,11 +2,8 @@ package org.etam.demo
 
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
-import android.graphics.Color
 import android.net.Uri
 import android.os.Bundle
-import android.os.Handler
-import android.os.Looper
 import android.widget.Button
 import android.widget.RadioGroup
 import android.widget.TextView
@@ -15,12 +12,10 @@ import androidx.appcompat.app.AppCompatActivity
 import etam.mobile.core.ImageMode
 import etam.mobile.core.ImageResult
 import etam.mobile.core.ImageSession
-import etam.mobile.core.Manifest
 import etam.mobile.core.ManifestException
 import etam.mobile.core.Preprocess
 import etam.mobile.core.Prompt
 import etam.mobile.core.PromptException
-import java.util.concurrent.Executors
 
 /**
  * Photo mode: pick a photo (encoded once), tap points or drag a box, see up to three candidate
@@ -29,15 +24,13 @@ import java.util.concurrent.Executors
  * Every failure becomes a red message in the status line, never a crash.
  */
 class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
-    private val worker = Executors.newSingleThreadExecutor()
-    private val main = Handler(Looper.getMainLooper())
+    private lateinit var screen: Screen
     private lateinit var overlay: OverlayView
     private lateinit var status: TextView
     private lateinit var candidateButtons: List<Button>
 
-    private var runner: ExecuTorchStageRunner? = null
+    /** Image mode on the app's shared models (EtamApp): no second copy of the graphs. */
     private var session: ImageSession? = null
-    private var manifest: Manifest? = null
     private var photo: Bitmap? = null
     private var result: ImageResult? = null
     private var chosen = 0
@@ -55,6 +48,7 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
         setContentView(R.layout.activity_photo)
         overlay = findViewById(R.id.photo_overlay)
         status = findViewById(R.id.photo_status)
+        screen = Screen(this, status)
         overlay.listener = this
         findViewById<RadioGroup>(R.id.photo_mode).setOnCheckedChangeListener { _, id -> overlay.boxMode = id == R.id.photo_mode_box }
         findViewById<Button>(R.id.pick_photo).setOnClickListener { pickPhoto.launch("image/*") }
@@ -62,58 +56,22 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
         candidateButtons = listOf(R.id.candidate_0, R.id.candidate_1, R.id.candidate_2).map { id -> findViewById<Button>(id) }
         candidateButtons.forEachIndexed { k, b -> b.setOnClickListener { choose(k) } }
         showCandidates()
-        info("loading models from ${ModelStore.folder(this).path} ...")
-        worker.execute { loadModels() }
+        screen.loadModels { m ->
+            session = ImageSession(m.runner, m.manifest.tracker)
+            info("${m.manifest.config} ready; pick a photo")
+        }
     }
 
     override fun onDestroy() {
         super.onDestroy()
-        worker.shutdownNow()
-        runner?.close()
+        screen.close() // the models stay loaded for the video screen
     }
 
-    private fun info(msg: String) = main.post {
-        status.setTextColor(Color.LTGRAY)
-        status.text = msg
-    }
+    private fun info(msg: String) = screen.info(msg)
 
-    private fun error(msg: String) = main.post {
-        status.setTextColor(Color.rgb(255, 90, 90))
-        status.text = msg
-    }
+    private fun error(msg: String) = screen.error(msg)
 
-    private fun background(block: () -> Unit) = worker.execute {
-        try {
-            block()
-        } catch (e: PromptException) {
-            error(e.message ?: "invalid prompt")
-        } catch (e: ManifestException) {
-            error(e.message ?: "unusable export folder")
-        } catch (e: ModelException) {
-            error(e.message ?: "model failure")
-        } catch (e: OutOfMemoryError) {
-            error("out of memory: pick a smaller photo")
-        } catch (e: RuntimeException) {
-            error("unexpected error: ${e.message}")
-        }
-    }
-
-    private fun loadModels() {
-        try {
-            val loaded = ModelStore.open(this)
-            val r = ExecuTorchStageRunner(loaded.folder, loaded.manifest)
-            runner = r
-            manifest = loaded.manifest
-            session = ImageSession(r, loaded.manifest.tracker)
-            info("${loaded.manifest.config} ready; pick a photo")
-        } catch (e: ManifestException) {
-            error(e.message ?: "unusable export folder")
-        } catch (e: ModelException) {
-            error(e.message ?: "model failure")
-        } catch (e: RuntimeException) {
-            error("models could not be loaded: ${e.message}")
-        }
-    }
+    private fun background(block: () -> Unit) = screen.background("out of memory: pick a smaller photo", block)
 
     private fun openPhoto(uri: Uri) = background {
         val s = session ?: throw ManifestException("models are not loaded: ${status.text}")
@@ -124,11 +82,11 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
         val argb = IntArray(bmp.width * bmp.height)
         val src = if (bmp.config == Bitmap.Config.ARGB_8888) bmp else bmp.copy(Bitmap.Config.ARGB_8888, false)
         src.getPixels(argb, 0, src.width, 0, 0, src.width, src.height)
-        s.setImage(ImageMode.modelInput(Preprocess.argbToRgb(argb), bmp.width, bmp.height, manifest!!), bmp.width, bmp.height)
+        s.setImage(ImageMode.modelInput(Preprocess.argbToRgb(argb), bmp.width, bmp.height, screen.requireModels().manifest), bmp.width, bmp.height)
         val ms = (System.nanoTime() - t0) / 1e6
         photo = bmp
         clicks.clear(); clickLabels.clear(); box = null; result = null
-        main.post {
+        runOnUiThread {
             overlay.showFrame(bmp)
             overlay.showMasks(null, bmp.width, bmp.height)
             overlay.setMarks(emptyList())
@@ -174,7 +132,7 @@ class PhotoActivity : AppCompatActivity(), OverlayView.Listener {
             val ms = (System.nanoTime() - t0) / 1e6
             result = r
             chosen = r.best
-            main.post { showCandidates(); showChosen() }
+            runOnUiThread { showCandidates(); showChosen() }
             info("${r.count} candidate(s) in ${"%.0f".format(ms)} ms; choose one")
         }
     }

@@ -88,7 +88,9 @@ class Manifest(
     /** Package -> version that wrote the artifacts (`artifact_producers`, else `tool.versions`). */
     val producers: Map<String, String> = emptyMap(),
     /** Smaller memory-attention graphs (SlotBuckets.kt); empty for exports without them. */
-    val slotBuckets: List<SlotBucket> = emptyList()
+    val slotBuckets: List<SlotBucket> = emptyList(),
+    /** The mask-prompt constants (`mask_prompt`); null for exports made before mask prompts. */
+    val maskPrompt: MaskPromptConstants? = null
 ) {
     /**
      * Refuse artifacts written by a `pkg` version this app's runtime does not read, with the fix.
@@ -194,7 +196,8 @@ class Manifest(
             val m = Manifest(root.int("format_version"), root.string("config"),
                 if (root.has("precision")) root.string("precision") else "unknown", tracker.imageSize, mean, std,
                 pre.double("scale"), tracker, stages, checks, wdesc, producerVersions(root),
-                SlotBuckets.parse(stagesObj.obj("memory_attention"), tracker.memorySlots, tracker.ptrSlots))
+                SlotBuckets.parse(stagesObj.obj("memory_attention"), tracker.memorySlots, tracker.ptrSlots),
+                MaskPromptConstants.fromManifest(root))
             m.checkShapes(source)
             return m
         }
