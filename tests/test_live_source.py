@@ -152,3 +152,21 @@ def test_stream_interrupted_keeps_frames_and_says_so(tmp_path, monkeypatch, caps
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
     assert len(list((out / "logits").glob("0*.npy"))) == 3
     assert Image.open(out / "overlay.gif").n_frames == 3 and not (out / live.OVERLAY_FRAMES).exists()
+
+
+def test_stream_changing_size_mid_way_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """A source that changes resolution mid-way: one-line error, exit 2, frames written kept."""
+    from etam_mobile import cli
+    from etam_mobile.runtime import live
+
+    def camera(spec, max_frames=None):
+        yield np.zeros((96, 128, 3), np.uint8)
+        yield np.zeros((48, 64, 3), np.uint8)
+
+    monkeypatch.setattr(live, "iter_stream", camera)
+    (tmp_path / "p.json").write_text(json.dumps({"prompts": [{"id": 1, "frame": 0, "points": [[60, 40]], "labels": [1]}]}))
+    code = cli.main(["-q", "track", "--config", "test_tiny", "--frames", "rtsp://cam", "--prompts",
+                     str(tmp_path / "p.json"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("error: frame 1 is 64x48") and "1 frames written" in err, err
+    assert [p.name for p in (tmp_path / "o" / "masks").iterdir()] == ["00000.png"]

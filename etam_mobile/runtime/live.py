@@ -27,7 +27,7 @@ from .frames import FrameError
 from .mask_files import load_masks
 from .outputs import davis_palette, label_map, overlay_image
 from .prompts import check_against_video, load_prompts
-from .stream import StreamTracker
+from .stream import StreamError, StreamTracker
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -157,7 +157,10 @@ def track_live(backend, spec: str, prompts, out, max_frames: int | None = None, 
                                      f"{size / 2**20:.2f} MiB per frame\n")
                 if overlay:
                     (out / OVERLAY_FRAMES).mkdir()
-            result = tracker.step(rgb)
+            try:
+                result = tracker.step(rgb)
+            except StreamError as exc:  # e.g. an rtsp source that changes resolution mid-way
+                raise FrameError(f"{exc}; the {n} frames written to {out} are kept") from None
             # Every prompt-file object, in file order; an object not started yet is "no object" (-1024).
             logits = np.full((len(obj_ids), h, w), NO_OBJ_SCORE, np.float32)
             if result.obj_ids:
