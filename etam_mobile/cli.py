@@ -75,7 +75,7 @@ def build_backend(args):
 
 def cmd_track(args) -> int:
     from .runtime.frames import FrameError
-    from .runtime.live import check_live_out, is_live_source, track_live
+    from .runtime.live import check_live_options, check_live_out, is_live_source, track_live
     from .runtime.pipeline import check_outputs, track_video
     from .runtime.prompts import load_prompts
 
@@ -83,12 +83,17 @@ def cmd_track(args) -> int:
         raise FrameError("--max-frames must be at least 1; give the number of frames to track")
     prompts = load_prompts(args.prompts)  # a bad prompt file fails before the model is loaded
     if is_live_source(args.frames):
+        check_live_options(args.max_frames, args.overlay, args.trace)
         check_live_out(args.out)
         backend = build_backend(args)
         summary = track_live(backend, args.frames, args.prompts, args.out, max_frames=args.max_frames,
-                             quiet=args.quiet)
+                             quiet=args.quiet, save_logits=args.save_logits, logits_dtype=args.logits_dtype,
+                             overlay=args.overlay)
         print(f"tracked {len(summary['objects'])} object(s) over {summary['frames']} frames -> {summary['out']}")
         return 0
+    if args.max_frames is not None:
+        raise FrameError(f"--max-frames applies to live sources only and {args.frames} is a folder or video file; "
+                         "drop --max-frames (or give a live source: a camera, a URL, or - for stdin)")
     check_outputs(args.out, args.trace, args.force)
     backend = build_backend(args)
     summary = track_video(
@@ -145,10 +150,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="PROMPTS.json (see README)")
     p.add_argument("--out", required=True, help="output folder (masks/*.png, logits.npz, overlay.gif)")
     p.add_argument("--save-logits", action="store_true",
-                   help="write OUT/logits.npz at frame resolution (its size is printed before tracking)")
+                   help="write OUT/logits.npz at frame resolution (its size is printed before tracking); "
+                   "a live source writes OUT/logits/NNNNN.npy per frame as it is tracked")
     p.add_argument("--logits-dtype", default="float32", choices=("float32", "float16"),
                    help="dtype of OUT/logits.npz; float16 halves the file (default float32)")
-    p.add_argument("--overlay", action="store_true", help="write OUT/overlay.gif with coloured masks")
+    p.add_argument("--overlay", action="store_true", help="write OUT/overlay.gif with coloured masks (a live source needs --max-frames)")
     p.add_argument("--trace", help="write a conformance trace JSON (see etam_mobile/runtime/TRACE.md)")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier track output in --out (wholly) and an earlier --trace file")
@@ -190,7 +196,9 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-        if getattr(exc, "completed", False):
+        if getattr(exc, "kept", None):  # a live stream writes as it goes
+            print(f"interrupted ({name}); {exc.kept}", file=sys.stderr)
+        elif getattr(exc, "completed", False):
             print(f"interrupted ({name}) just after the output was completely written", file=sys.stderr)
         else:
             print(f"interrupted ({name}); nothing was written to the output folder", file=sys.stderr)

@@ -45,6 +45,19 @@ def label_map(logits: np.ndarray, obj_ids: list) -> np.ndarray:
     return np.where(fg, ids[best], 0).astype(np.uint8)
 
 
+def overlay_image(rgb: np.ndarray, labels: np.ndarray, palette: list) -> Image.Image:
+    """One overlay.gif frame: the object colours blended over the frame, at most 480 px wide."""
+    pal = np.asarray(palette, np.uint8).reshape(256, 3)
+    colour = pal[labels].astype(np.float32)
+    a = (labels > 0)[..., None] * 0.55
+    mixed = (rgb.astype(np.float32) * (1 - a) + colour * a).astype(np.uint8)
+    im = Image.fromarray(mixed)
+    scale = 480 / max(im.size)
+    if scale < 1:
+        im = im.resize((round(im.width * scale), round(im.height * scale)))
+    return im
+
+
 def _reserve(path: Path) -> None:
     """Allocate a (memory-mapped, sparse) file's blocks now: writing a page of a sparse map on a
     full disk kills the process with SIGBUS, whereas this fails cleanly with ENOSPC up front."""
@@ -91,15 +104,7 @@ class ResultWriter:
             self.overlay_frames.append(self._overlay(self.overlay_source(frame_idx), labels))
 
     def _overlay(self, rgb: np.ndarray, labels: np.ndarray) -> Image.Image:
-        pal = np.asarray(self.palette, np.uint8).reshape(256, 3)
-        colour = pal[labels].astype(np.float32)
-        a = (labels > 0)[..., None] * 0.55
-        mixed = (rgb.astype(np.float32) * (1 - a) + colour * a).astype(np.uint8)
-        im = Image.fromarray(mixed)
-        scale = 480 / max(im.size)
-        if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)))
-        return im
+        return overlay_image(rgb, labels, self.palette)
 
     def finish(self, num_frames: int) -> None:
         """Background masks for frames never tracked; close the logits and overlay files."""
