@@ -217,6 +217,31 @@ def test_census_counts_weight_precision():
     assert rep["layers"]["conv"].get("int8", 0) > 0 and rep["layers"]["conv"].get("fp32", 0) > 0  # fuser skipped
 
 
+def test_size_tables_are_computed_in_the_quantised_graph_not_stored():
+    """RoPE cos/sin and the sine encodings of the memory attention depend only on sizes: the
+    quantised program computes them (same numbers) instead of carrying them as constants."""
+    import copy
+
+    model, _ = tiny()
+    stage = model.stages(for_export=True)["memory_attention"].eval()
+    args = tuple(torch.from_numpy(a) for a in example_inputs(model.cfg, Capacities(), model.stages())["memory_attention"])
+
+    def constant_bytes(ep):
+        tensors = list(ep.state_dict.values()) + list(ep.constants.values())
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+    wrapped, names = quantize.compute_tables_in_graph(copy.deepcopy(stage))
+    assert sorted(n.split()[0] for n in names) == ["curr_pos", "mem_pos", "rope_cos", "rope_sin"]
+    stored = torch.export.export(stage, args, strict=False)
+    computed = torch.export.export(wrapped, args, strict=False)
+    saved = sum(t.numel() * 4 for t in (stage.curr_pos, stage.mem_pos, stage.attn.rope_cos, stage.attn.rope_sin))
+    assert constant_bytes(stored) - constant_bytes(computed) == saved
+    with torch.no_grad():
+        torch.testing.assert_close(computed.module()(*args), stage(*args), rtol=0, atol=1e-5)
+        torch.testing.assert_close(wrapped(*args), stage(*args), rtol=0, atol=1e-5)  # and again: nothing left behind
+    assert "rope_cos" in stage.attn._buffers  # the caller's module is untouched (the exporter passes a copy)
+
+
 # ---- Core ML weight compression (emulated gate) --------------------------------------------
 
 def test_coreml_compressed_weights_are_read_back_and_emulated(tmp_path):
@@ -285,3 +310,34 @@ def test_ti_512_quantised_export_gates_and_size(scheme, ti512_model, tmp_path):
         total_q += (tmp_path / scheme / f"{stage}.pte").stat().st_size
         total_f += fp32.stat().st_size
     assert total_q <= (0.30 if scheme == "int8" else 0.20) * total_f, (total_q, total_f)
+    # the size-only tables are computed in the quantised memory attention, not stored
+    tables = doc["tool"]["export_report"]["memory_attention"]["executorch"]["tables_computed_in_graph"]
+    assert {t.split()[0] for t in tables} == {"curr_pos", "mem_pos", "rope_cos", "rope_sin"}
+    check_tracking_record(doc)
+
+
+def check_tracking_record(doc):
+    """The chained gate ran on the default cases and the variant's status says what it found."""
+    tracking = doc["variant"]["tracking_gate"]
+    assert set(tracking["cases"]) == set(gates.DEFAULT_CASES)
+    for c in tracking["cases"].values():
+        assert c["masks"] >= 10 and 0.0 <= c["min_iou"] <= c["mean_iou"] <= 1.0
+    assert doc["variant"]["status"] == ("passed" if tracking["ok"] else "failing")
+
+
+@pytest.mark.slow
+def test_ti_1_pooled_1024_int8_export_and_gates(tmp_path):
+    """efficienttam_ti_1 (1024, pooled memory attention), int8 with the default plan, gated."""
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import get_config
+
+    model, weights = load_model(get_config("efficienttam_ti_1"), None, seed=5, quiet=True)
+    doc = export_model(model, tmp_path / "int8", targets=("executorch",), weights_info=weights, quiet=True,
+                       quantize="int8", allow_failing_gates=True)
+    assert read_manifest(tmp_path / "int8")["variant"]["name"] == "int8"
+    for stage in STAGES:
+        rec = doc["stages"][stage]["precision"]["executorch"]
+        assert rec["precision"] == doc["variant"]["executorch_plan"][stage]
+        if rec["precision"] != "fp32":
+            assert rec["gates"][0]["min_psnr_db"] >= gates.MIN_PSNR["int8"], (stage, rec["gates"][0])
+    check_tracking_record(doc)
