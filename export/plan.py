@@ -25,6 +25,15 @@ DEFAULT_EXECUTORCH_PLANS = {
 }
 
 
+# Layers a quantised stage keeps in fp32 by default (module-name prefixes), from the measured
+# sensitivity (README "Which layers stay fp32"): {scheme: {stage: prefixes}}.
+KEEP_FP32_LAYERS: dict = {"int8": {}, "int8-4w": {}}
+
+
+def keep_fp32_layers(stage: str, scheme: str) -> tuple:
+    return tuple(KEEP_FP32_LAYERS.get(scheme, {}).get(stage, ()))
+
+
 def parse_stage_precision(text: str | None, allowed: tuple) -> dict:
     """'stage=prec,...' -> {stage: prec}; one-line errors name the bad part and the choices."""
     if not text:

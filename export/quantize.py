@@ -83,15 +83,15 @@ def _pt2e_int8(module: torch.nn.Module, args: tuple, calibration: list, skip: tu
     return convert_pt2e(prepared)
 
 
-def _apply_4bit(module: torch.nn.Module) -> list:
-    """torchao 4-bit groupwise on every eligible Linear (in place); returns their names."""
+def _apply_4bit(module: torch.nn.Module, skip: tuple = ()) -> list:
+    """torchao 4-bit groupwise on every eligible Linear not under `skip` (in place); returns their names."""
     from torchao.quantization import quantize_
     from torchao.quantization.granularity import PerGroup
     from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
     from torchao.utils import unwrap_tensor_subclass
 
     names = [n for n, m in module.named_modules()
-             if isinstance(m, torch.nn.Linear) and m.in_features % GROUP_SIZE == 0]
+             if isinstance(m, torch.nn.Linear) and m.in_features % GROUP_SIZE == 0 and not n.startswith(skip or ("\0",))]
     if names:
         chosen = set(names)
         cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(GROUP_SIZE))
@@ -181,7 +181,7 @@ def quantized_program(module: torch.nn.Module, inputs: list, scheme: str, stage:
                 if isinstance(module, _TablesInGraph):  # module names gain the wrapper's "stage."
                     skip = tuple(f"stage.{p}" for p in skip)
             if scheme == "int8-4w":
-                report["int4_linears"] = [n.removeprefix("stage.") for n in _apply_4bit(module)]
+                report["int4_linears"] = [n.removeprefix("stage.") for n in _apply_4bit(module, skip)]
             if scheme in ("int8", "int8-4w"):
                 module = _pt2e_int8(module, args, [args], skip)
             ep = torch.export.export(module, args, strict=False)
