@@ -217,8 +217,9 @@ class Variant:
             with torch.inference_mode():
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
                                                EagerBackend(model, capacities=caps), cases)
-            tracking["fix"] = ("the plan to try next keeps the memory path in fp32: --stage-precision "
-                               "memory_attention=fp32,memory_encoder=fp32 (export time measures it)")
+            tracking["fix"] = ("the plan to try next keeps the stage measured most sensitive in fp32: "
+                               "--stage-precision mask_decoder=fp32 (the default plans do; then memory_encoder=fp32; "
+                               "benchmarks/quantization_sensitivity.py measures each stage)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
             for name, c in tracking["cases"].items():
                 log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "

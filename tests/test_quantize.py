@@ -39,6 +39,7 @@ def tiny():
 
 
 ONLY_MA = "image_encoder=fp32,mask_decoder=fp32,memory_encoder=fp32"
+ALL_INT8 = "image_encoder=int8,memory_attention=int8,mask_decoder=int8,memory_encoder=int8"
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,7 +63,7 @@ def test_int8_manifest_records_precision_layers_and_gates():
 
 @pytest.mark.slow
 def test_int8_all_stages_tiny():
-    doc = read_manifest(int8_tiny(""))
+    doc = read_manifest(int8_tiny(ALL_INT8))
     assert doc["variant"]["executorch_plan"] == {s: "int8" for s in STAGES}
     check_int8_records(doc, STAGES)
     enc = doc["stages"]["image_encoder"]["precision"]["executorch"]["gates"]
@@ -167,6 +168,17 @@ def test_tracking_gate_fails_a_broken_variant():
     assert same["ok"] and same["cases"][CASE]["mean_iou"] == 1.0
     lines = gates.failures({}, dict(res, fix="keep memory_attention fp32"))
     assert lines and CASE in lines[0] and "mean mask IoU" in lines[0] and ">= 0.97" in lines[0]
+
+
+def test_default_plans_keep_the_mask_decoder_fp32():
+    """The measured split (README): the mask decoder alone misses chained tracking at int8."""
+    from etam_export import plan
+
+    for scheme in ("int8", "int8-4w"):
+        p = plan.executorch_plan(scheme, None)
+        assert p["mask_decoder"] == "fp32" and p["memory_encoder"] == "int8"
+        assert p["image_encoder"] == p["memory_attention"] == scheme
+    assert plan.executorch_plan("int8", "mask_decoder=int8")["mask_decoder"] == "int8"  # still overridable
 
 
 def test_bad_variant_arguments_fail_before_any_work(tmp_path, capsys):
