@@ -18,7 +18,7 @@ import numpy as np
 
 CANDIDATES = {
     "none kept fp32": (),
-    "heads (IoU, object score)": ("decoder.iou_prediction_head", "decoder.pred_obj_score_head"),
+    "IoU and object-score heads": ("decoder.iou_prediction_head", "decoder.pred_obj_score_head"),
     "hypernetwork MLPs": ("decoder.output_hypernetworks_mlps",),
     "heads + hypernetwork MLPs": ("decoder.iou_prediction_head", "decoder.pred_obj_score_head",
                                   "decoder.output_hypernetworks_mlps"),
