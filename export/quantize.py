@@ -83,15 +83,15 @@ def _pt2e_int8(module: torch.nn.Module, args: tuple, calibration: list, skip: tu
     return convert_pt2e(prepared)
 
 
-def _apply_4bit(module: torch.nn.Module) -> list:
-    """torchao 4-bit groupwise on every eligible Linear (in place); returns their names."""
+def _apply_4bit(module: torch.nn.Module, skip: tuple = ()) -> list:
+    """torchao 4-bit groupwise on every eligible Linear not under `skip` (in place); returns their names."""
     from torchao.quantization import quantize_
     from torchao.quantization.granularity import PerGroup
     from torchao.quantization.quant_api import Int8DynamicActivationIntxWeightConfig
     from torchao.utils import unwrap_tensor_subclass
 
     names = [n for n, m in module.named_modules()
-             if isinstance(m, torch.nn.Linear) and m.in_features % GROUP_SIZE == 0]
+             if isinstance(m, torch.nn.Linear) and m.in_features % GROUP_SIZE == 0 and not n.startswith(skip or ("\0",))]
     if names:
         chosen = set(names)
         cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(GROUP_SIZE))
@@ -100,8 +100,71 @@ def _apply_4bit(module: torch.nn.Module) -> list:
     return names
 
 
+# ---- constants that are cheaper to compute than to ship -----------------------------------
+# Quantisation shrinks the weights 4-6x, but not the fp32 tables of the memory attention
+# (ti_512: 1 MiB sine encoding of the image tokens, 0.25 MiB of the memory tokens, 2 x 0.5 MiB
+# RoPE cos/sin), which are then a quarter of the int8 program. They depend only on sizes, so a
+# quantised program computes them (arange, sin, cos: microseconds per call) instead of storing
+# them. A table is replaced only when the computation reproduces the stored buffer.
+
+def _size_tables(module: torch.nn.Module) -> list:
+    """(owner module, buffer name, function) for every size-only table this stage holds."""
+    from etam_mobile.model.memory_attention import rope_tables
+    from etam_mobile.model.position import sine_position_encoding
+
+    def tokens(channels, h):
+        return lambda: sine_position_encoding(channels, h, h).flatten(2).transpose(1, 2)
+
+    found = []
+    for mod in module.modules():
+        cfg = getattr(mod, "cfg", None) or getattr(getattr(mod, "attn", None), "cfg", None)
+        if cfg is None:
+            continue
+        h = cfg.feat_size
+        def rope(i, d=cfg.d_model, h=h, t=cfg.rope_theta):  # no caching: a cached tensor would be traced as a constant
+            return lambda: rope_tables(d, h, h, t)[i]
+
+        for name, fn in (("curr_pos", tokens(cfg.d_model, h)), ("mem_pos", tokens(cfg.mem_dim, h)),
+                         ("rope_cos", rope(0)), ("rope_sin", rope(1))):
+            if name in mod._buffers and mod._buffers[name] is not None:
+                found.append((mod, name, fn))
+    return found
+
+
+class _TablesInGraph(torch.nn.Module):
+    """Runs a stage with its size-only tables computed at the start of each call (once per call:
+    every use inside reads the same traced tensor)."""
+
+    def __init__(self, stage: torch.nn.Module, tables: list):
+        super().__init__()
+        self.stage, self._tables = stage, tables
+
+    def forward(self, *args):
+        for mod, name, fn in self._tables:
+            mod.__dict__[name] = fn()  # shadows nothing: the buffer was removed
+        try:
+            return self.stage(*args)
+        finally:
+            for mod, name, _ in self._tables:
+                mod.__dict__.pop(name, None)
+
+
+def compute_tables_in_graph(module: torch.nn.Module) -> tuple:
+    """(module to export, names of the tables it now computes); `module` is modified (pass a copy)."""
+    tables, names = [], []
+    for mod, name, fn in _size_tables(module):
+        with torch.no_grad():
+            same = torch.allclose(fn(), mod._buffers[name], rtol=0, atol=1e-6)
+        if same:
+            nbytes = mod._buffers[name].numel() * mod._buffers[name].element_size()
+            del mod._buffers[name]
+            tables.append((mod, name, fn))
+            names.append(f"{name} ({nbytes / 2**20:.2f} MiB)")
+    return (_TablesInGraph(module, tables) if tables else module), names
+
+
 def quantized_program(module: torch.nn.Module, inputs: list, scheme: str, stage: str,
-                      skip_fp32: tuple = ()) -> tuple:
+                      skip_fp32: tuple = (), tables: bool = True) -> tuple:
     """Export `module` quantised with `scheme`; returns (ExportedProgram, report).
 
     `skip_fp32`: module-name prefixes to leave in fp32 (the per-stage plan's exceptions).
@@ -112,10 +175,15 @@ def quantized_program(module: torch.nn.Module, inputs: list, scheme: str, stage:
     report = {"scheme": scheme, "description": SCHEME_DESCRIPTION[scheme]}
     try:
         with quiet_converters():
+            skip = tuple(skip_fp32)
+            if tables:
+                module, report["tables_computed_in_graph"] = compute_tables_in_graph(module)
+                if isinstance(module, _TablesInGraph):  # module names gain the wrapper's "stage."
+                    skip = tuple(f"stage.{p}" for p in skip)
             if scheme == "int8-4w":
-                report["int4_linears"] = _apply_4bit(module)
+                report["int4_linears"] = [n.removeprefix("stage.") for n in _apply_4bit(module, skip)]
             if scheme in ("int8", "int8-4w"):
-                module = _pt2e_int8(module, args, [args], tuple(skip_fp32))
+                module = _pt2e_int8(module, args, [args], skip)
             ep = torch.export.export(module, args, strict=False)
     except Exception as exc:
         raise wrap_error(exc, stage, "executorch", f"{scheme} quantisation") from exc
@@ -166,13 +234,14 @@ def partitioners():
             XnnpackPartitioner()]
 
 
-def write(module: torch.nn.Module, inputs: list, path: Path, stage: str, scheme: str, skip_fp32: tuple = ()) -> dict:
+def write(module: torch.nn.Module, inputs: list, path: Path, stage: str, scheme: str, skip_fp32: tuple = (),
+          tables: bool = True) -> dict:
     """Quantise, decompose for XNNPACK, lower and write the .pte; returns the report."""
     from executorch.exir import to_edge_transform_and_lower
 
     from .executorch import XNNPACK_DECOMPOSITIONS, _delegation
 
-    ep, report = quantized_program(module, inputs, scheme, stage, skip_fp32)
+    ep, report = quantized_program(module, inputs, scheme, stage, skip_fp32, tables)
     try:
         with quiet_converters():
             ep = ep.run_decompositions(XNNPACK_DECOMPOSITIONS)

@@ -114,7 +114,9 @@ class Variant:
             return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights)
         stage, scheme = spec.name, self.plan[spec.name]
         t0 = time.perf_counter()
-        info = quantize.write(module, inputs, path, stage, scheme)
+        keep = plans.keep_fp32_layers(stage, scheme)
+        info = quantize.write(module, inputs, path, stage, scheme, skip_fp32=keep)
+        info["kept_fp32_layers"] = list(keep)
         info["export_s"] = round(time.perf_counter() - t0, 2)
         info["bytes"] = artifact_size(path)
         layers = ", ".join(f"{k} {'/'.join(f'{n} {p}' for p, n in v.items())}" for k, v in info["layers"].items())
@@ -122,6 +124,7 @@ class Variant:
                 f"delegated {100 * info['delegated_fraction']:.0f}% of nodes")
         self.records[(stage, target)] = {
             "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
+            "kept_fp32_layers": list(keep),
             "calibration": "none needed (dynamic activation quantisation)"}
         if not verify:
             return info, line
@@ -214,8 +217,9 @@ class Variant:
             with torch.inference_mode():
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
                                                EagerBackend(model, capacities=caps), cases)
-            tracking["fix"] = ("the plan to try next keeps the memory path in fp32: --stage-precision "
-                               "memory_attention=fp32,memory_encoder=fp32 (export time measures it)")
+            tracking["fix"] = ("the plan to try next keeps the stage measured most sensitive in fp32: "
+                               "--stage-precision mask_decoder=fp32 (the default plans do; then memory_encoder=fp32; "
+                               "benchmarks/quantization_sensitivity.py measures each stage)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
             for name, c in tracking["cases"].items():
                 log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "

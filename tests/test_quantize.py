@@ -39,6 +39,7 @@ def tiny():
 
 
 ONLY_MA = "image_encoder=fp32,mask_decoder=fp32,memory_encoder=fp32"
+ALL_INT8 = "image_encoder=int8,memory_attention=int8,mask_decoder=int8,memory_encoder=int8"
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,7 +63,7 @@ def test_int8_manifest_records_precision_layers_and_gates():
 
 @pytest.mark.slow
 def test_int8_all_stages_tiny():
-    doc = read_manifest(int8_tiny(""))
+    doc = read_manifest(int8_tiny(ALL_INT8))
     assert doc["variant"]["executorch_plan"] == {s: "int8" for s in STAGES}
     check_int8_records(doc, STAGES)
     enc = doc["stages"]["image_encoder"]["precision"]["executorch"]["gates"]
@@ -169,6 +170,17 @@ def test_tracking_gate_fails_a_broken_variant():
     assert lines and CASE in lines[0] and "mean mask IoU" in lines[0] and ">= 0.97" in lines[0]
 
 
+def test_default_plans_keep_the_mask_decoder_fp32():
+    """The measured split (README): the mask decoder alone misses chained tracking at int8."""
+    from etam_export import plan
+
+    for scheme in ("int8", "int8-4w"):
+        p = plan.executorch_plan(scheme, None)
+        assert p["mask_decoder"] == "fp32" and p["memory_encoder"] == "int8"
+        assert p["image_encoder"] == p["memory_attention"] == scheme
+    assert plan.executorch_plan("int8", "mask_decoder=int8")["mask_decoder"] == "int8"  # still overridable
+
+
 def test_bad_variant_arguments_fail_before_any_work(tmp_path, capsys):
     from etam_mobile.cli import main
 
@@ -215,6 +227,31 @@ def test_census_counts_weight_precision():
     total = {k: sum(v.values()) for k, v in rep["layers"].items()}
     assert total == {k: sum(v.values()) for k, v in plain.items()}
     assert rep["layers"]["conv"].get("int8", 0) > 0 and rep["layers"]["conv"].get("fp32", 0) > 0  # fuser skipped
+
+
+def test_size_tables_are_computed_in_the_quantised_graph_not_stored():
+    """RoPE cos/sin and the sine encodings of the memory attention depend only on sizes: the
+    quantised program computes them (same numbers) instead of carrying them as constants."""
+    import copy
+
+    model, _ = tiny()
+    stage = model.stages(for_export=True)["memory_attention"].eval()
+    args = tuple(torch.from_numpy(a) for a in example_inputs(model.cfg, Capacities(), model.stages())["memory_attention"])
+
+    def constant_bytes(ep):
+        tensors = list(ep.state_dict.values()) + list(ep.constants.values())
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+    wrapped, names = quantize.compute_tables_in_graph(copy.deepcopy(stage))
+    assert sorted(n.split()[0] for n in names) == ["curr_pos", "mem_pos", "rope_cos", "rope_sin"]
+    stored = torch.export.export(stage, args, strict=False)
+    computed = torch.export.export(wrapped, args, strict=False)
+    saved = sum(t.numel() * 4 for t in (stage.curr_pos, stage.mem_pos, stage.attn.rope_cos, stage.attn.rope_sin))
+    assert constant_bytes(stored) - constant_bytes(computed) == saved
+    with torch.no_grad():
+        torch.testing.assert_close(computed.module()(*args), stage(*args), rtol=0, atol=1e-5)
+        torch.testing.assert_close(wrapped(*args), stage(*args), rtol=0, atol=1e-5)  # and again: nothing left behind
+    assert "rope_cos" in stage.attn._buffers  # the caller's module is untouched (the exporter passes a copy)
 
 
 # ---- Core ML weight compression (emulated gate) --------------------------------------------
@@ -268,20 +305,52 @@ def test_coreml_compress_arguments():
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["int8", "int8-4w"])
 def test_ti_512_quantised_export_gates_and_size(scheme, ti512_model, tmp_path):
-    """efficienttam_ti_512x512, every stage quantised, gated; artifacts vs the fp32 programs."""
+    """efficienttam_ti_512x512 with the default plan, gated; quantised artifacts vs the fp32 programs
+    (the default plans keep the mask decoder fp32, so the size targets apply per quantised stage)."""
     from etam_export import executorch as etx
     from etam_export.exporter import torch_export
 
     doc = export_model(ti512_model, tmp_path / scheme, targets=("executorch",), weights_info={"synthetic_seed": 5},
                        quiet=True, quantize=scheme, allow_failing_gates=True)
-    total_q = total_f = 0
-    for stage in STAGES:
+    plan = doc["variant"]["executorch_plan"]
+    for stage in ("image_encoder", "memory_attention"):
+        assert plan[stage] == scheme
         rec = doc["stages"][stage]["precision"]["executorch"]
         assert rec["gates"][0]["min_psnr_db"] >= gates.MIN_PSNR[scheme], (stage, rec["gates"][0])
         inputs = example_inputs(ti512_model.cfg, Capacities(), ti512_model.stages(for_export=True))[stage]
         fp32 = tmp_path / f"{stage}.pte"
         st = ti512_model.stages(for_export=True)[stage].eval()
         etx.write(torch_export(st, inputs, stage), fp32, stage, "executorch", "fp32")
-        total_q += (tmp_path / scheme / f"{stage}.pte").stat().st_size
-        total_f += fp32.stat().st_size
-    assert total_q <= (0.30 if scheme == "int8" else 0.20) * total_f, (total_q, total_f)
+        q = (tmp_path / scheme / f"{stage}.pte").stat().st_size
+        assert q <= (0.30 if scheme == "int8" else 0.20) * fp32.stat().st_size, (stage, q, fp32.stat().st_size)
+    # the size-only tables are computed in the quantised memory attention, not stored
+    tables = doc["tool"]["export_report"]["memory_attention"]["executorch"]["tables_computed_in_graph"]
+    assert {t.split()[0] for t in tables} == {"curr_pos", "mem_pos", "rope_cos", "rope_sin"}
+    check_tracking_record(doc)
+
+
+def check_tracking_record(doc):
+    """The chained gate ran on the default cases and the variant's status says what it found."""
+    tracking = doc["variant"]["tracking_gate"]
+    assert set(tracking["cases"]) == set(gates.DEFAULT_CASES)
+    for c in tracking["cases"].values():
+        assert c["masks"] >= 10 and 0.0 <= c["min_iou"] <= c["mean_iou"] <= 1.0
+    assert doc["variant"]["status"] == ("passed" if tracking["ok"] else "failing")
+
+
+@pytest.mark.slow
+def test_ti_1_pooled_1024_int8_export_and_gates(tmp_path):
+    """efficienttam_ti_1 (1024, pooled memory attention), int8 with the default plan, gated."""
+    from etam_mobile.checkpoint import load_model
+    from etam_mobile.configs import get_config
+
+    model, weights = load_model(get_config("efficienttam_ti_1"), None, seed=5, quiet=True)
+    doc = export_model(model, tmp_path / "int8", targets=("executorch",), weights_info=weights, quiet=True,
+                       quantize="int8", allow_failing_gates=True)
+    assert read_manifest(tmp_path / "int8")["variant"]["name"] == "int8"
+    for stage in STAGES:
+        rec = doc["stages"][stage]["precision"]["executorch"]
+        assert rec["precision"] == doc["variant"]["executorch_plan"][stage]
+        if rec["precision"] != "fp32":
+            assert rec["gates"][0]["min_psnr_db"] >= gates.MIN_PSNR["int8"], (stage, rec["gates"][0])
+    check_tracking_record(doc)

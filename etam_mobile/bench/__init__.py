@@ -11,6 +11,7 @@ to JSON, Markdown and a PNG; `benchmarks/merge_device_results.py` adds on-device
 One job per module: `common` (constants), `machine` (limits), `flops` (counting), `running`
 (the per-backend worker), `analysis` (raw -> result record), `scaling` (memory-attention
 table), `artifacts` (export folder), `reports` (Markdown / outputs), `plots` (PNG),
+`variants` (ExecuTorch variants side by side: folders, cache, accuracy vs eager),
 `command` (the CLI and the whole run).
 """
 from .analysis import analyse

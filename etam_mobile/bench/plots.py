@@ -22,7 +22,7 @@ def plot(doc: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, 2 if sc else 1, figsize=(12 if sc else 6, 4.5))
     axes = np.atleast_1d(axes)
     ax = axes[0]
-    names = [r["backend"] for r in doc["results"]]
+    names = [r.get("label", r["backend"]) for r in doc["results"]]
     bottom = np.zeros(len(names))
     for s in STAGES:
         calls_per_frame = 1 if s == "image_encoder" else doc["clip"]["objects"]

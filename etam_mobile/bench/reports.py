@@ -19,7 +19,7 @@ def _stage_table_rows(doc: dict) -> list:
     """One row per run (this machine's backends), columns: stage medians, frame median / p90."""
     rows = []
     for r in doc["results"]:
-        rows.append({"where": "this machine", "backend": r["backend"], "units": "CPU", "precision": r.get("precision", "fp32"),
+        rows.append({"where": "this machine", "backend": r.get("label", r["backend"]), "units": "CPU", "precision": r.get("precision", "fp32"),
                      "config": doc["config"], "stages": {s: v.get("median_ms") for s, v in r["stages"].items()},
                      "frame": r["frame_ms"]})
     return rows
@@ -51,7 +51,8 @@ def render_markdown(doc: dict, device_rows: list | None = None) -> str:
              f"threads, {m['matmul_fp32']['one_thread']['gflops']} GFLOP/s on one thread; the limit used below is "
              f"**{_f(peak)} GFLOP/s** ({m.get('matmul_fp32_reference', '')})." if m.get("matmul_fp32") else
              "fp32 matmul throughput not measured."),
-            "Threads per backend: " + ", ".join(f"{r['backend']} {r.get('runtime_threads')}" for r in doc["results"]) + ".",
+            "Threads per backend: " + ", ".join(f"{r.get('label', r['backend'])} {r.get('runtime_threads')}"
+                                                for r in doc["results"]) + ".",
             f"Clip: {doc['frames']} frames ({doc['clip']['objects']} objects prompted on frame 0), "
             f"{doc['warmup_frames']} warm-up frame(s) not counted; per-frame numbers are over the "
             f"{doc['frames'] - 1} tracked frames. Weights: "
@@ -66,7 +67,7 @@ def render_markdown(doc: dict, device_rows: list | None = None) -> str:
     for r in doc["results"]:
         a = r.get("agreement_vs_eager_fp32", {})
         out.append("| " + " | ".join([
-            r["backend"], _f(r["frame_ms"]["median"]), _f(r["frame_ms"]["p90"]), _f(r.get("frame_time_vs_eager"), "{:.2f}x"),
+            r.get("label", r["backend"]), _f(r["frame_ms"]["median"]), _f(r["frame_ms"]["p90"]), _f(r.get("frame_time_vs_eager"), "{:.2f}x"),
             _f(r["memory"]["peak_rss_mb"], "{:.0f}"), _f((r.get("artifact_bytes_total") or 0) / 2**20, "{:.1f}"),
             _f(a.get("mask_iou_mean"), "{:.4f}") + (f" (min {a['mask_iou_min']:.4f})" if a else ""),
             _f(a.get("logits_psnr_db"), "{:.1f}")]) + " |")
@@ -76,7 +77,7 @@ def render_markdown(doc: dict, device_rows: list | None = None) -> str:
     for r in doc["results"]:
         for s, v in r["stages"].items():
             out.append("| " + " | ".join([
-                r["backend"], s, _f(v["median_ms"]), _f(v["p90_ms"]), _f(v["gflop"], "{:.2f}"),
+                r.get("label", r["backend"]), s, _f(v["median_ms"]), _f(v["p90_ms"]), _f(v["gflop"], "{:.2f}"),
                 _f(v["achieved_gflops"]), _f(None if v["fraction_of_matmul_peak"] is None
                                              else 100 * v["fraction_of_matmul_peak"], "{:.0f} %"),
                 _f(None if v.get("artifact_bytes") is None else v["artifact_bytes"] / 2**20, "{:.1f}")]) + " |")
@@ -114,6 +115,10 @@ def render_markdown(doc: dict, device_rows: list | None = None) -> str:
                 _f(r.get("executorch_before_gflop"), "{:.2f}"), _f(r.get("executorch_gflop"), "{:.2f}")]) + " |")
         out += ["", "GFLOP of the exported graphs are counted on the export form in PyTorch; the fused kernel "
                 "additionally multiplies zero-padded value columns (values are padded to the key width).", ""]
+    if doc.get("variants"):
+        from .variants import markdown as variants_markdown
+
+        out += variants_markdown(doc["variants"])
     out += ["## fp16 and compressed variants", ""]
     for k, v in doc["precision_variants"].items():
         out.append(f"- {k}: {v}")

@@ -166,8 +166,13 @@ def run_backend(job: dict) -> dict:
     prompt_ms, frame_ms, logits = _track(timed, frames, prompts, video_hw)
     np.save(job["logits_out"], logits.astype(np.float32))
     after = rss_mb()
+    if job.get("stage_inputs"):  # bench --variants: per-stage outputs for the PSNR vs fp32 eager (untimed)
+        from .variants import run_stage_inputs
+
+        run_stage_inputs(backend, Path(job["stage_inputs"]))
     return {
         "backend": job["backend"], "target": getattr(backend, "target", "eager"), "load_s": round(load_s, 3),
+        "variant": job.get("variant"),
         "prompt_ms": round(prompt_ms, 3), "frames": frame_ms, "calls": timed.calls,
         "rss_before_backend_mb": before["current_mb"], "rss_after_mb": after["current_mb"],
         "peak_rss_mb": after["peak_mb"], "torch_threads": torch.get_num_threads(),
