@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--old-mask", action="store_true",
+                    help="also time the bmm form with the mask expanded to the logits' shape (before the graph-ops change)")
     args = ap.parse_args(argv)
     import torch
     import torch.nn.functional as F
@@ -66,6 +68,26 @@ def main(argv=None) -> int:
         fns[name] = (lambda m: lambda: m.execute(tens))(meth)
         outs[name] = fns[name]()[0].numpy()
         print(f"exported {name}", file=sys.stderr, flush=True)
+    if args.old_mask:
+        import math
+
+        def old_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+            s = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+            *batch, n, d = q.shape
+            m, dv = k.shape[-2], v.shape[-1]
+            logits = torch.bmm((q * s).reshape(-1, n, d), k.reshape(-1, m, d).transpose(1, 2))
+            logits = logits + attn_mask.expand(*batch, n, m).reshape(-1, n, m)
+            return torch.bmm(torch.softmax(logits, -1), v.reshape(-1, m, dv)).reshape(*batch, n, dv)
+
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        table = {**et_export.XNNPACK_DECOMPOSITIONS, torch.ops.aten.scaled_dot_product_attention.default: old_sdpa}
+        edge = to_edge_transform_and_lower(ep.run_decompositions(table), partitioner=[XnnpackPartitioner()])
+        (work / "old_mask.pte").write_bytes(edge.to_executorch().buffer)
+        meth = et_export.load(work / "old_mask.pte")[1].load_method("forward")
+        fns["bmm_old_mask"] = (lambda m: lambda: m.execute(tens))(meth)
+        outs["bmm_old_mask"] = fns["bmm_old_mask"]()[0].numpy()
     ref = outs["bmm"]
     max_diff = {k: float(np.abs(v - ref).max()) for k, v in outs.items()}
     times = {k: [] for k in fns}
