@@ -9,7 +9,9 @@ attention as XNNPACK bmm-softmax-bmm. fused_full: the full graph with the fused 
 attention. after: the slot bucket the runtime picks (contracts.choose_slot_bucket), fused. Only the
 programs the asked slot counts need are exported. `--fused` makes "after" use the fused attention and
 adds fused_full (the full graph, fused) (`etam-mobile bench --scaling executorch` does
-the same from a complete export folder).
+the same from a complete export folder). `--old-ops` adds old_ops: the same bucket exported with the
+op forms before the graph-ops rewrite (MemoryAttentionStage(graph_ops=False): one-hot lookup,
+select/stack RoPE, unsqueeze/expand chains left outside XNNPACK), to time that change alone.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--fused", action="store_true", help="after = fused-attention buckets, and time the fused full graph")
+    ap.add_argument("--old-ops", action="store_true", help="also time the bucket with the pre-graph-ops op forms")
+    ap.add_argument("--skip-before", action="store_true", help="do not export/time the full graph")
     args = ap.parse_args(argv)
     import tempfile
 
@@ -57,15 +61,18 @@ def main(argv=None) -> int:
             (np.arange(K, dtype=np.int32) % (cfg.num_maskmem - 1)), np.ones((K,), np.float32),
             rng.standard_normal((P, C)).astype(np.float32), np.ones((P,), np.float32)]
     export_stage = model.stages(for_export=True)["memory_attention"].eval()
+    from etam_mobile.model.memory_attention import MemoryAttentionStage
+
+    old_ops_stage = MemoryAttentionStage(model, for_export=True, graph_ops=False).eval()
     stage = model.stages()["memory_attention"].eval()
     work = Path(tempfile.mkdtemp(prefix="ma-buckets-"))
     programs = {}
 
-    def program(name, k, p, fused):
+    def program(name, k, p, fused, old_ops=False):
         if name not in programs:
             t0 = time.perf_counter()
             inputs = bucket_inputs(full, k, p)
-            ep = torch_export(export_stage, inputs, "memory_attention")
+            ep = torch_export(old_ops_stage if old_ops else export_stage, inputs, "memory_attention")
             info = et_export.write(ep, work / f"{name}.pte", "memory_attention", "executorch", "fp32", fused_attention=fused)
             prog = et_export.load(work / f"{name}.pte")[1]
             programs[name] = (prog, prog.load_method("forward"), info)
@@ -82,12 +89,16 @@ def main(argv=None) -> int:
         k, p = buckets[choose_slot_bucket(buckets, n, n)]
         cut = [inputs[0], inputs[1][:k], inputs[2][:k], inputs[3][:k], inputs[4][:p], inputs[5][:p]]
         fns = {"eager": lambda: eager.run("memory_attention", inputs)}
-        variants = [("before", (K, P), False, inputs), ("after", (k, p), args.fused, cut)]
+        variants = [("before", (K, P), False, inputs, False), ("after", (k, p), args.fused, cut, False)]
         if args.fused:
-            variants.insert(1, ("fused_full", (K, P), True, inputs))
-        for name, kp, fused, arr in variants:
-            tag = f"{'fused' if fused else 'unfused'}_{kp[0]}x{kp[1]}"
-            meth = program(tag, *kp, fused)
+            variants.insert(1, ("fused_full", (K, P), True, inputs, False))
+        if args.old_ops:
+            variants.insert(-1, ("old_ops", (k, p), args.fused, cut, True))
+        if args.skip_before:
+            variants = [v for v in variants if v[0] != "before"]
+        for name, kp, fused, arr, old in variants:
+            tag = f"{'fused' if fused else 'unfused'}_{kp[0]}x{kp[1]}{'_old_ops' if old else ''}"
+            meth = program(tag, *kp, fused, old)
             tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arr]
             fns[name] = (lambda m, t: lambda: m.execute(t))(meth, tensors)
         times = {key: [] for key in fns}

@@ -36,8 +36,30 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, e
     m, dv = k.shape[-2], v.shape[-1]
     logits = torch.bmm((q * s).reshape(-1, n, d), k.reshape(-1, m, d).transpose(1, 2))
     if attn_mask is not None:
-        logits = logits + attn_mask.expand(*batch, n, m).reshape(-1, n, m)
+        if math.prod(attn_mask.shape[:-2]) == 1:  # one mask for all: a broadcast add, no expand copy
+            logits = logits + attn_mask.reshape(1, attn_mask.shape[-2], m)
+        else:
+            logits = logits + attn_mask.expand(*batch, n, m).reshape(-1, n, m)
     return torch.bmm(torch.softmax(logits, -1), v.reshape(-1, m, dv)).reshape(*batch, n, dv)
+
+
+def sdpa_query_chunked(chunk: int):
+    """The bmm-softmax-bmm SDPA computed for `chunk` queries at a time (exact: every query row is
+    independent), so each block of logits (chunk x keys) can stay in cache between the two bmms.
+    Off by default: see QUERY_CHUNK_DEFAULT."""
+    def _sdpa_chunked(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        n = q.shape[-2]
+        if n <= chunk:
+            return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+        outs = []
+        for i in range(0, n, chunk):
+            m = attn_mask if attn_mask is None or attn_mask.shape[-2] == 1 else attn_mask[..., i:i + chunk, :]
+            o = _sdpa(q[..., i:i + chunk, :], k, v, m, dropout_p, is_causal, scale, enable_gqa)
+            if o is NotImplemented:
+                return NotImplemented
+            outs.append(o)
+        return torch.cat(outs, dim=-2)
+    return _sdpa_chunked
 
 
 def _sdpa_fused(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -130,11 +152,19 @@ FUSED_ATTENTION_STAGES = ("memory_attention",)
 FUSED_ATTENTION_DEFAULT = False
 
 
-def decompositions(stage: str, fused_attention: bool = FUSED_ATTENTION_DEFAULT) -> dict:
+# Query-chunked bmm attention (sdpa_query_chunked): None = off. Measured not faster here
+# (benchmarks/README.md, issue 15: attention_variants.py), so the default is off.
+QUERY_CHUNK_DEFAULT = None
+
+
+def decompositions(stage: str, fused_attention: bool = FUSED_ATTENTION_DEFAULT,
+                   query_chunk: int | None = QUERY_CHUNK_DEFAULT) -> dict:
     """The XNNPACK decomposition table of one stage."""
     if fused_attention and stage in FUSED_ATTENTION_STAGES:
         load_custom_ops()
         return {**XNNPACK_DECOMPOSITIONS, aten.scaled_dot_product_attention.default: _sdpa_fused}
+    if query_chunk and stage in FUSED_ATTENTION_STAGES:
+        return {**XNNPACK_DECOMPOSITIONS, aten.scaled_dot_product_attention.default: sdpa_query_chunked(query_chunk)}
     return XNNPACK_DECOMPOSITIONS
 
 
@@ -183,7 +213,7 @@ def _delegation(graph_module: torch.fx.GraphModule) -> dict:
 
 
 def write(ep, path: Path, stage: str, target: str, precision: str,
-          fused_attention: bool = FUSED_ATTENTION_DEFAULT) -> dict:
+          fused_attention: bool = FUSED_ATTENTION_DEFAULT, query_chunk: int | None = QUERY_CHUNK_DEFAULT) -> dict:
     """Lower an exported stage and write the .pte; returns delegation info."""
     try:
         from executorch.exir import to_edge_transform_and_lower
@@ -192,7 +222,7 @@ def write(ep, path: Path, stage: str, target: str, precision: str,
     try:
         with quiet_converters():
             if target == "executorch":
-                ep = ep.run_decompositions(decompositions(stage, fused_attention))
+                ep = ep.run_decompositions(decompositions(stage, fused_attention, query_chunk))
             edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner(target, precision)])
             info = _delegation(edge.exported_program().graph_module)
             program = edge.to_executorch()

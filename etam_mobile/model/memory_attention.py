@@ -57,6 +57,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
 
+def apply_rope_graph(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """apply_rope with ops XNNPACK takes whole (no select/stack/unsqueeze): x * cos + swap(x) * sin,
+    where cos2/sin2 repeat each angle for both members of a pair and swap(a, b) = (-b, a) is
+    sliced and concatenated on a 2-D view. Bit-equal to apply_rope: the same products, only
+    added in the other order."""
+    shape = x.shape
+    pairs = x.reshape(-1, 2)
+    rot = torch.cat([-pairs[:, 1:2], pairs[:, 0:1]], dim=1).reshape(shape)
+    return x * cos2 + rot * sin2
+
+
 class Projections(nn.Module):
     """q/k/v/out projections of upstream's Attention (one head, internal dim = d_model)."""
 
@@ -94,13 +105,22 @@ class MemoryAttention(nn.Module):
         cos, sin = rope_tables(cfg.d_model, h, h, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # The graph form's tables (apply_rope_graph): angles repeated per pair member.
+        self.register_buffer("rope_cos2", cos.repeat_interleave(2, dim=-1), persistent=False)
+        self.register_buffer("rope_sin2", sin.repeat_interleave(2, dim=-1), persistent=False)
+        self.graph_ops = False  # set per call by forward_slots
 
     # --- shared pieces --------------------------------------------------------------
+    def _rope(self, x: torch.Tensor) -> torch.Tensor:
+        if self.graph_ops:
+            return apply_rope_graph(x, self.rope_cos2, self.rope_sin2)
+        return apply_rope(x, self.rope_cos, self.rope_sin)
+
     def _self_attn(self, layer: MemoryAttentionLayer, x: torch.Tensor) -> torch.Tensor:
         p = layer.self_attn
         y = layer.norm1(x)
-        q = apply_rope(p.q_proj(y), self.rope_cos, self.rope_sin)
-        k = apply_rope(p.k_proj(y), self.rope_cos, self.rope_sin)
+        q = self._rope(p.q_proj(y))
+        k = self._rope(p.k_proj(y))
         return x + p.out_proj(self._attend(q, k, p.v_proj(y), None))
 
     def _mlp(self, layer: MemoryAttentionLayer, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +129,7 @@ class MemoryAttention(nn.Module):
     def _memory_kv(self, p: Projections, mem: torch.Tensor, mem_pos: torch.Tensor, project_values: bool = True):
         """mem, mem_pos (1, F, nq, 64) -> rotated keys (1, F, nq, D) and values (projected to D,
         or left 64-d for the export form)."""
-        k = apply_rope(p.k_proj(mem + mem_pos), self.rope_cos, self.rope_sin)
+        k = self._rope(p.k_proj(mem + mem_pos))
         return k, p.v_proj(mem) if project_values else mem
 
     def _pool(self, t: torch.Tensor) -> torch.Tensor:
@@ -125,17 +145,29 @@ class MemoryAttention(nn.Module):
         """Pooled memory keys and their per-key logit bias, per the config's variant."""
         k = self._pool(k)
         n = k.shape[2]
-        bias = slot_bias[:, None].expand(-1, n).reshape(-1)
+        bias = self._per_token(slot_bias, n)
         if self.cfg.cross_attn == CROSS_ATTN_POOL_KEYS:
             k = k + POOL_BOOST
         elif self.cfg.cross_attn == CROSS_ATTN_POOL_LOGITS:
             bias = bias + POOL_BOOST
         return k, bias
 
-    @staticmethod
-    def _attend(q, k, v, bias):
+    def _per_token(self, per_slot: torch.Tensor, n: int) -> torch.Tensor:
+        """(S,) -> (S * n,): each slot's value repeated for its n tokens. The graph form
+        broadcasts against ones (XNNPACK multiply) instead of expand (left to portable kernels)."""
+        if self.graph_ops:
+            return (per_slot.reshape(-1, 1) * torch.ones(1, n, dtype=per_slot.dtype)).reshape(-1)
+        return per_slot[:, None].expand(-1, n).reshape(-1)
+
+    def _attend(self, q, k, v, bias):
         """Single-head attention on (1, n, D) tensors with a per-key additive logit bias (N,)
-        or None. Runs as 4-D (batch, heads, n, D), the form every exporter lowers."""
+        or None. Runs as 4-D (batch, heads, n, D), the form every exporter lowers (the graph
+        form reshapes instead of indexing, so no unsqueeze/select copies outside the delegate)."""
+        if self.graph_ops:
+            mask = None if bias is None else bias.to(q.dtype).reshape(1, 1, 1, -1)
+            out = F.scaled_dot_product_attention(q.reshape(1, 1, *q.shape[1:]), k.reshape(1, 1, *k.shape[1:]),
+                                                 v.reshape(1, 1, *v.shape[1:]), attn_mask=mask)
+            return out.reshape(1, *out.shape[2:])
         mask = None if bias is None else bias.to(q.dtype)[None, None, None, :]
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], attn_mask=mask)
         return out[:, 0]
@@ -152,10 +184,11 @@ class MemoryAttention(nn.Module):
         frames = n_sp // nq
         sp, sp_pos = mem[:, :n_sp].reshape(1, frames, nq, -1), pos[:, :n_sp].reshape(1, frames, nq, -1)
         ptr, ptr_pos = mem[:, n_sp:], pos[:, n_sp:]
+        self.graph_ops = False
         for layer in self.layers:
             x = self._self_attn(layer, x)
             p = layer.cross_attn_image
-            q = apply_rope(p.q_proj(layer.norm2(x)), self.rope_cos, self.rope_sin)
+            q = self._rope(p.q_proj(layer.norm2(x)))
             k, v = self._memory_kv(p, sp, sp_pos)
             bias = None
             if self.cfg.pooled and frames > 1:
@@ -170,27 +203,42 @@ class MemoryAttention(nn.Module):
 
     # --- padded slots (the export contract) ------------------------------------------
     def forward_slots(self, x, mem, mem_pos, slot_valid, ptr_tokens, ptr_token_valid,
-                      values_after_attention: bool = False):
-        """x (1, nq, C) with input pos already added; mem, mem_pos (1, K, nq, 64);
-        slot_valid (K,); ptr_tokens (1, T, 64) zero-pos pointer tokens; ptr_token_valid (T,).
-        values_after_attention: the export form (module docstring); same values."""
+                      values_after_attention: bool = False, graph_ops: bool = False):
+        """x (1, nq, C) with input pos already added; mem, mem_pos (1, K, nq, 64) (mem_pos may
+        be (1, K, 1, 64) + (1, 1, nq, 64) broadcast); slot_valid (K,) 0/1; ptr_tokens (1, T, 64)
+        zero-pos pointer tokens; ptr_token_valid (T,) 0/1.
+        values_after_attention: the export form (module docstring); same values.
+        graph_ops: write every step with ops the XNNPACK delegate takes (RoPE as multiply-add
+        with a sliced pair swap, reshapes instead of index/unsqueeze/expand, slot sums as
+        matmuls, thresholds of 0/1 counts as clamps); same values for 0/1 validity inputs."""
+        self.graph_ops = graph_ops
         slot_bias = (1.0 - slot_valid) * MASK_BIAS
         ptr_bias = (1.0 - ptr_token_valid) * MASK_BIAS
         nq = x.shape[1]
-        n_valid = slot_valid.sum()
         if self.cfg.pooled:
-            use_pool = (n_valid > 1.5).to(x.dtype)
+            if graph_ops:  # valid counts are whole numbers: (n > 1.5) == clamp(n - 1, 0, 1)
+                n_valid = F.linear(slot_valid.reshape(1, -1), torch.ones(1, slot_valid.shape[0])).reshape(1)
+                use_pool = torch.clamp(n_valid - 1.0, 0.0, 1.0)
+            else:
+                n_valid = slot_valid.sum()
+                use_pool = (n_valid > 1.5).to(x.dtype)
             # Weights that pick the one valid slot when exactly one exists (the unpooled branch).
             pick = slot_valid / torch.clamp(n_valid, min=1.0)
         for layer in self.layers:
             x = self._self_attn(layer, x)
             p = layer.cross_attn_image
-            q = apply_rope(p.q_proj(layer.norm2(x)), self.rope_cos, self.rope_sin)
+            q = self._rope(p.q_proj(layer.norm2(x)))
             k, v = self._memory_kv(p, mem, mem_pos, project_values=not values_after_attention)
             kp, vp = p.k_proj(ptr_tokens), ptr_tokens if values_after_attention else p.v_proj(ptr_tokens)
-            if self.cfg.pooled:
+            if self.cfg.pooled and graph_ops:
+                K = k.shape[1]
+                w = pick.reshape(1, 1, K)
+                k1 = torch.bmm(w, k.reshape(1, K, -1)).reshape(1, nq, -1)
+                v1 = torch.bmm(w, v.reshape(1, K, -1)).reshape(1, nq, -1)
+            elif self.cfg.pooled:
                 k1 = (pick[None, :, None, None] * k).sum(dim=1)
                 v1 = (pick[None, :, None, None] * v).sum(dim=1)
+            if self.cfg.pooled:
                 single = self._attend(
                     q,
                     torch.cat([k1, kp], dim=1),
@@ -210,9 +258,11 @@ class MemoryAttention(nn.Module):
                     )
                     out = use_pool * pooled + (1.0 - use_pool) * single
             else:
-                bias = torch.cat([slot_bias[:, None].expand(-1, nq).reshape(-1), ptr_bias])
+                bias = torch.cat([self._per_token(slot_bias, nq), ptr_bias])
+                K = k.shape[1]
                 out = self._attend(
-                    q, torch.cat([k.flatten(1, 2), kp], dim=1), torch.cat([v.flatten(1, 2), vp], dim=1), bias
+                    q, torch.cat([k.reshape(1, K * nq, -1), kp], dim=1), torch.cat([v.reshape(1, K * nq, -1), vp], dim=1),
+                    bias,
                 )
             if values_after_attention:
                 out = p.v_proj(out)
@@ -232,10 +282,12 @@ class MemoryAttentionStage(nn.Module):
     `for_export` selects the export form of the attention (module docstring).
     """
 
-    def __init__(self, model: nn.Module, for_export: bool = False):
+    def __init__(self, model: nn.Module, for_export: bool = False, graph_ops: bool | None = None):
         super().__init__()
         cfg = model.cfg
         self.for_export = for_export
+        # graph_ops (default: with for_export): the delegate-friendly op forms (forward_slots).
+        self.graph_ops = for_export if graph_ops is None else graph_ops
         self.attn = model.memory_attention
         self.maskmem_tpos_enc = model.maskmem_tpos_enc
         self.no_mem_embed = model.no_mem_embed
@@ -250,18 +302,32 @@ class MemoryAttentionStage(nn.Module):
     def forward(self, feats, mem_feats, mem_tpos, mem_valid, obj_ptrs, ptr_valid):
         _, C, h, w = feats.shape
         K, M = mem_feats.shape[0], self.mem_dim
+        P = obj_ptrs.shape[0]
+        nq = h * w
+        n_tok = C // M  # each 256-d pointer becomes 4 tokens of 64, with zero position
         tokens = feats.flatten(2).transpose(1, 2)  # (1, nq, C)
         x = tokens + 0.1 * self.curr_pos
-        mem = mem_feats.flatten(2).transpose(1, 2).unsqueeze(0)  # (1, K, nq, 64)
-        onehot = (mem_tpos.to(torch.int32)[:, None] == torch.arange(self.num_maskmem, dtype=torch.int32)[None, :])
-        tpos = onehot.to(feats.dtype) @ self.maskmem_tpos_enc.reshape(self.num_maskmem, M)  # (K, 64)
-        pos = (self.mem_pos[:, None] + tpos[None, :, None, :]).expand(1, K, -1, -1)
-        n_tok = C // M  # each 256-d pointer becomes 4 tokens of 64, with zero position
         ptr_tokens = obj_ptrs.reshape(1, -1, M)
-        ptr_token_valid = ptr_valid[:, None].expand(-1, n_tok).reshape(-1)
-        out = self.attn.forward_slots(x, mem, pos, mem_valid, ptr_tokens, ptr_token_valid, self.for_export)
+        if self.graph_ops:
+            mem = mem_feats.reshape(K, M, nq).transpose(1, 2).reshape(1, K, nq, M)
+            # Row lookup (one gather) instead of a one-hot compare; the temporal encoding is
+            # broadcast-added to the spatial one inside k_proj's input, never expanded.
+            tpos = F.embedding(mem_tpos, self.maskmem_tpos_enc.reshape(self.num_maskmem, M))  # (K, 64)
+            pos = self.mem_pos.reshape(1, 1, nq, M) + tpos.reshape(1, K, 1, M)
+            ptr_token_valid = (ptr_valid.reshape(P, 1) * torch.ones(1, n_tok, dtype=feats.dtype)).reshape(-1)
+            # Valid flags are 0/1: (sum > 0.5) == clamp(sum, 0, 1), the sum as a matmul.
+            has_mem = torch.clamp(F.linear(mem_valid.reshape(1, K), torch.ones(1, K, dtype=feats.dtype)), 0.0, 1.0)
+            has_mem = has_mem.reshape(1, 1, 1, 1)
+        else:
+            mem = mem_feats.flatten(2).transpose(1, 2).unsqueeze(0)  # (1, K, nq, 64)
+            onehot = (mem_tpos.to(torch.int32)[:, None] == torch.arange(self.num_maskmem, dtype=torch.int32)[None, :])
+            tpos = onehot.to(feats.dtype) @ self.maskmem_tpos_enc.reshape(self.num_maskmem, M)  # (K, 64)
+            pos = (self.mem_pos[:, None] + tpos[None, :, None, :]).expand(1, K, -1, -1)
+            ptr_token_valid = ptr_valid[:, None].expand(-1, n_tok).reshape(-1)
+            has_mem = (mem_valid.sum() > 0.5).to(feats.dtype)
+        out = self.attn.forward_slots(x, mem, pos, mem_valid, ptr_tokens, ptr_token_valid, self.for_export,
+                                      graph_ops=self.graph_ops)
         out = out.transpose(1, 2).reshape(1, C, h, w)
-        has_mem = (mem_valid.sum() > 0.5).to(feats.dtype)
         no_mem = feats + self.no_mem_embed.reshape(1, C, 1, 1)
         return has_mem * out + (1.0 - has_mem) * no_mem
 
