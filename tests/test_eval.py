@@ -191,10 +191,8 @@ def read(out):
     return json.loads((out / "summary.json").read_text())
 
 
-def test_local_pool_exported_parity_killed_worker_and_rerun(davis, tmp_path, capsys, monkeypatch):
-    from test_export import exported_tiny  # one tiny export shared with the export tests
-
-    art = exported_tiny()
+def test_local_pool_exported_parity_killed_worker_and_rerun(davis, tmp_path, capsys, monkeypatch, tiny_export):
+    art = tiny_export  # the one tiny export shared by the tests (conftest)
     out = tmp_path / "res"
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_ENV, f"shapes01:{marker}")
