@@ -137,3 +137,33 @@ def exported_tiny() -> Path:
 def tiny_export() -> Path:
     """exported_tiny() as a fixture."""
     return exported_tiny()
+
+
+def export_with_stage(dst, model, stage) -> Path:
+    """A copy of the shared tiny export at `dst` whose ExecuTorch `stage` comes from `model`: a
+    test of other weights in one stage (e.g. a shifted object-score bias in the mask decoder)
+    pays for one stage's lowering, not a whole export. The other stages' weights must be the
+    shared export's; the manifest's checksum of the new artifact is updated."""
+    from etam_export import executorch as etx
+    from etam_export.common import example_inputs
+    from etam_export.exporter import torch_export
+    from etam_mobile.contracts import Capacities
+    from etam_mobile.manifest import read_manifest, write_manifest
+    from etam_mobile.runtime.exported import artifact_sha256
+
+    base = tiny()[0]
+    assert model.cfg == base.cfg and stage != "memory_attention"  # (its slot-bucket graphs would stay the base's)
+    stage_module = model.stages(for_export=True)[stage].eval()
+    owned = {id(p) for p in stage_module.parameters()}
+    base_params = dict(base.named_parameters())
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, base_params[n]) and id(p) not in owned]
+    assert not changed, f"weights outside {stage} differ from the shared export's: {changed[:5]}"
+    dst = Path(dst)
+    shutil.copytree(exported_tiny(), dst)
+    doc = read_manifest(dst)
+    rel = doc["stages"][stage]["artifacts"]["executorch"]
+    inputs = example_inputs(model.cfg, Capacities(), model.stages(for_export=True))[stage]
+    etx.write(torch_export(stage_module, inputs, stage), dst / rel, stage, "executorch", "fp32")
+    doc["checksums"][rel] = artifact_sha256(dst / rel)
+    write_manifest(dst, doc)
+    return dst

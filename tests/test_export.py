@@ -227,6 +227,9 @@ def test_destination_rules(tmp_path):
 
 
 def test_force_replaces_export_atomically_and_failure_leaves_nothing(tmp_path, monkeypatch):
+    from fault_child import stub_converters
+
+    stub_converters(str(exported_tiny()), monkeypatch.setattr)  # conversion is tested above; this is the folder
     model, weights = tiny()
     out = tmp_path / "exp"
     out.mkdir()

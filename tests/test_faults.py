@@ -288,12 +288,9 @@ def test_track_over_a_file_size_limit(clip, tmp_path):
 
 
 def test_export_on_a_full_disk(small_tmpfs, capsys, monkeypatch):
-    from etam_export import exporter, onnx
+    from fault_child import stub_converters
 
-    src = exported_tiny()
-    monkeypatch.setattr(exporter, "torch_export", lambda module, inputs, stage: None)
-    monkeypatch.setattr(onnx, "prepare", lambda module, ep, inputs, name: None)
-    monkeypatch.setattr(onnx, "write", lambda ep, path, spec: shutil.copyfile(src / f"{spec.name}.onnx", path) and {})
+    stub_converters(str(exported_tiny()), monkeypatch.setattr)
     out = small_tmpfs / "exp"
     code = main(export_args(out))
     err = without_synthetic_warning(capsys.readouterr().err)
