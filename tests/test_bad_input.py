@@ -18,34 +18,12 @@ from etam_mobile.runtime import prompts as P
 from etam_mobile.runtime.prompts import load_prompts, parse_prompts
 from etam_mobile.runtime.tracker import PromptError
 
-TINY = ["--config", "test_tiny"]
+from conftest import TINY, run_cli as run, track_cli as track, write_clip, write_prompts
 
 
 @pytest.fixture()
 def clip(tmp_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        img = (rng.random((48, 64, 3)) * 60).astype(np.uint8)
-        img[10:30, 20:40] = 220
-        Image.fromarray(img).save(frames / f"{i:05d}.jpg")
-    return frames
-
-
-def write_prompts(tmp_path, prompts, name="p.json"):
-    p = tmp_path / name
-    p.write_text(json.dumps({"prompts": prompts}))
-    return p
-
-
-def run(capsys, *args):
-    code = main(["-q", *args])
-    return code, capsys.readouterr().err
-
-
-def track(capsys, frames, prompts, out, *extra):
-    return run(capsys, "track", *TINY, "--frames", str(frames), "--prompts", str(prompts), "--out", str(out), *extra)
+    return write_clip(tmp_path / "frames", frames=3, drift=0)  # a still square, 64x48
 
 
 def assert_one_line_error(code, err, *fragments):
@@ -68,7 +46,7 @@ def click(obj_id=1, frame=0, **kw):
 
 @pytest.mark.parametrize("obj_id", [0, 256, 300, 10**30])
 def test_item1_object_ids_outside_a_byte_are_refused(clip, tmp_path, capsys, obj_id):
-    prompts = write_prompts(tmp_path, [click(obj_id)])
+    prompts = write_prompts(tmp_path / "p.json", [click(obj_id)])
     code, err = track(capsys, clip, prompts, tmp_path / "o")
     assert_one_line_error(code, err, "1..255")
     assert not (tmp_path / "o").exists()
@@ -95,7 +73,7 @@ def test_item1_tracker_api_refuses_ids_too(tiny_model):
 
 
 def test_item1_id_255_round_trips_through_the_mask_png(clip, tmp_path, capsys):
-    prompts = write_prompts(tmp_path, [{"id": 255, "frame": 0, "box": [0, 0, 64, 48]}])
+    prompts = write_prompts(tmp_path / "p.json", [{"id": 255, "frame": 0, "box": [0, 0, 64, 48]}])
     code, err = track(capsys, clip, prompts, tmp_path / "o", "--save-logits")
     assert code == 0, err
     z = np.load(tmp_path / "o" / "logits.npz")
@@ -133,7 +111,7 @@ def test_item4_truncated_jpeg_is_refused_before_tracking(clip, tmp_path, capsys)
     (clip / "00002.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(FrameError, match="00002.jpg"):
         open_frames(clip)
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     code, err = track(capsys, clip, prompts, tmp_path / "o")
     assert_one_line_error(code, err, "00002.jpg", "truncated or corrupt")
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial-*"))
@@ -144,7 +122,7 @@ def test_item4_truncated_jpeg_is_refused_before_tracking(clip, tmp_path, capsys)
 def test_item5_empty_checkpoint(clip, tmp_path, capsys):
     ckpt = tmp_path / "empty.pt"
     ckpt.write_bytes(b"")
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     code, err = track(capsys, clip, prompts, tmp_path / "o", "--checkpoint", str(ckpt))
     assert_one_line_error(code, err, "empty.pt", "is empty")
 
@@ -184,11 +162,9 @@ def test_item6_pipeline_checks_slots_before_any_frame(clip, tmp_path, tiny_model
 
 
 @pytest.mark.parametrize("backend", ["executorch", "onnx"])
-def test_item6_exported_backends_refuse_too_many_clicks(clip, tmp_path, capsys, backend):
-    from test_export import exported_tiny
-
-    prompts = write_prompts(tmp_path, [click(points=[[1, 1]] * 6, labels=[1] * 6, box=[1, 1, 9, 9])])
-    code, err = run(capsys, "track", "--backend", backend, "--artifacts", str(exported_tiny()), "--frames", str(clip),
+def test_item6_exported_backends_refuse_too_many_clicks(clip, tmp_path, capsys, backend, tiny_export):
+    prompts = write_prompts(tmp_path / "p.json", [click(points=[[1, 1]] * 6, labels=[1] * 6, box=[1, 1, 9, 9])])
+    code, err = run(capsys, "track", "--backend", backend, "--artifacts", str(tiny_export), "--frames", str(clip),
                     "--prompts", str(prompts), "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, "a box and 6 clicks", "--max-points")
     assert not (tmp_path / "o").exists()
@@ -202,21 +178,21 @@ def test_item7_unwritable_out_is_refused_up_front(clip, tmp_path, capsys, monkey
     real_access = os.access
     # root ignores permission bits, so the read-only folder is simulated where the check asks.
     monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(parent) else real_access(p, mode, **k))
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     code, err = track(capsys, clip, prompts, parent / "o")
     assert_one_line_error(code, err, "not writable", str(parent))
 
 
 def test_item7_out_under_a_file_is_refused(clip, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     code, err = track(capsys, clip, prompts, tmp_path / "file" / "o")
     assert_one_line_error(code, err, "not a folder")
 
 
 def test_item7_trace_pointing_at_a_folder_is_refused_before_tracking(clip, tmp_path, capsys):
     (tmp_path / "tr").mkdir()
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     code, err = track(capsys, clip, prompts, tmp_path / "o", "--trace", str(tmp_path / "tr"))
     assert_one_line_error(code, err, "--trace", "is a folder")
     assert not (tmp_path / "o").exists()
@@ -226,7 +202,7 @@ def test_item7_trace_pointing_at_a_folder_is_refused_before_tracking(clip, tmp_p
     (["--threads", "-1"], "--threads"), (["--threads", "0"], "--threads"), (["--seed", str(10**30)], "--seed"),
 ])
 def test_item7_bad_numbers_on_the_command_line(clip, tmp_path, capsys, args, fragment):
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     with pytest.raises(SystemExit) as exit_:
         track(capsys, clip, prompts, tmp_path / "o", *args)
     err = capsys.readouterr().err
@@ -285,7 +261,7 @@ def test_item10_random_bytes_checkpoint_never_advises_weights_only_false(clip, t
 
     ckpt = tmp_path / "random.pt"
     ckpt.write_bytes(pickle.dumps(print))  # a pickle that would need code to load
-    prompts = write_prompts(tmp_path, [click()])
+    prompts = write_prompts(tmp_path / "p.json", [click()])
     code, err = track(capsys, clip, prompts, tmp_path / "o", "--checkpoint", str(ckpt))
     assert_one_line_error(code, err, "random.pt")
     assert "weights_only" not in err
@@ -333,7 +309,7 @@ def test_item10_outputs_get_normal_permissions(clip, tmp_path, capsys):
 
     umask = os.umask(0o022)
     try:
-        prompts = write_prompts(tmp_path, [click()])
+        prompts = write_prompts(tmp_path / "p.json", [click()])
         code, err = track(capsys, clip, prompts, tmp_path / "o")
         assert code == 0, err
         assert stat.S_IMODE((tmp_path / "o").stat().st_mode) == 0o755
@@ -342,10 +318,8 @@ def test_item10_outputs_get_normal_permissions(clip, tmp_path, capsys):
         os.umask(umask)
 
 
-def test_item10_export_folder_permissions():
-    from test_export import exported_tiny
-
-    mode = stat.S_IMODE(exported_tiny().stat().st_mode)
+def test_item10_export_folder_permissions(tiny_export):
+    mode = stat.S_IMODE(tiny_export.stat().st_mode)
     assert mode & 0o055 == 0o055 & ~current_umask()
 
 
@@ -363,18 +337,16 @@ def test_item10_bench_negative_counts_are_refused(capsys, tmp_path, args):
     assert_one_line_error(2, capsys.readouterr().err, args[0])
 
 
-def test_item10_executorch_cpuinfo_lines_are_silenced(capfd):
-    from test_export import exported_tiny
-
+def test_item10_executorch_cpuinfo_lines_are_silenced(capfd, tiny_export):
     from etam_mobile.runtime.exported import open_backend
 
-    open_backend("executorch", exported_tiny())
+    open_backend("executorch", tiny_export)
     err = capfd.readouterr().err
     assert "cpuinfo_utils" not in err
 
 
 def test_item10_save_logits_announces_size_and_float16_halves_it(clip, tmp_path, capsys):
-    prompts = write_prompts(tmp_path, [click(), {"id": 2, "frame": 0, "box": [1, 1, 20, 20]}])
+    prompts = write_prompts(tmp_path / "p.json", [click(), {"id": 2, "frame": 0, "box": [1, 1, 20, 20]}])
     code = main(["track", *TINY, "--frames", str(clip), "--prompts", str(prompts), "--out", str(tmp_path / "a"),
                  "--save-logits"])
     err = capsys.readouterr().err

@@ -7,32 +7,19 @@ import torch
 from PIL import Image
 
 from etam_mobile.checkpoint import CheckpointError, check_layout, official_key_layout, synthetic_state_dict
-from etam_mobile.cli import main
 
-TINY = ["--config", "test_tiny"]
+from conftest import TINY, run_cli as run, write_clip, write_prompts
 
 
 @pytest.fixture()
 def clip(tmp_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        img = (rng.random((48, 64, 3)) * 60).astype(np.uint8)
-        img[10 + i : 30 + i, 20:40] = 220
-        Image.fromarray(img).save(frames / f"{i:05d}.jpg")
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"prompts": [
+    frames = write_clip(tmp_path / "frames")  # 5 frames, 64x48
+    prompts = write_prompts(tmp_path / "prompts.json", [
         {"id": 3, "frame": 0, "points": [[30, 20]], "labels": [1]},
         {"id": 7, "frame": 1, "box": [5, 5, 60, 45], "points": [[50, 40]], "labels": [0]},
         {"id": 3, "frame": 3, "points": [[30, 25], [5, 5]], "labels": [1, 0]},
-    ]}))
+    ])
     return frames, prompts
-
-
-def run(capsys, *args):
-    code = main(["-q", *args])
-    return code, capsys.readouterr().err
 
 
 def test_track_writes_masks_logits_overlay_and_trace(clip, tmp_path, capsys):

@@ -43,14 +43,6 @@ def sav(tmp_path_factory):
     return make_sav(tmp_path_factory.mktemp("ds") / "sav", videos=2, frames=5)
 
 
-@pytest.fixture(scope="module")
-def tiny_export():
-    """The tiny model's export folder, made once and shared with the export tests."""
-    from test_export import exported_tiny
-
-    return exported_tiny()
-
-
 def run(args, capsys=None):
     code = main(["-q", "eval", "--config", "test_tiny", "--threads", "1", *map(str, args)])
     return code

@@ -1,17 +1,12 @@
 """Exporter on the tiny config: every stage to every target, read back and compared with eager.
 
-One export (all four targets, fp16 so the Core ML fp16 path is exercised) is shared by
-this file and test_exported_backends.py; everything else here is cheap.
+One export (all four targets, fp16 so the Core ML fp16 path is exercised; conftest.exported_tiny)
+is shared by this file and every other test of exported tiny graphs; everything else here is cheap.
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import json
 import platform
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,26 +19,9 @@ import etam_export  # noqa: E402
 from etam_export import ExportError, artifact_sha256, example_inputs, export_model, parity  # noqa: E402
 from etam_export.exporter import check_destination  # noqa: E402
 
-ALL_TARGETS = ("executorch", "coreml", "onnx", "executorch-coreml")
+from conftest import ALL_TARGETS, exported_tiny, tiny  # noqa: E402  (the one shared tiny export)
+
 FP32_REL = 1e-4  # exported fp32 graphs vs eager: float32 noise relative to the tensor's peak
-
-
-@functools.lru_cache(maxsize=None)
-def tiny():
-    from etam_mobile.checkpoint import load_model
-    from etam_mobile.configs import tiny_test_config
-
-    return load_model(tiny_test_config(), None, seed=0, quiet=True)
-
-
-@functools.lru_cache(maxsize=None)
-def exported_tiny() -> Path:
-    """The tiny model exported once per test session (fp16: Core ML targets fp16, others fp32)."""
-    model, weights = tiny()
-    root = Path(tempfile.mkdtemp(prefix="etam-export-test-"))
-    atexit.register(shutil.rmtree, root, True)
-    export_model(model, root / "export", targets=ALL_TARGETS, precision="fp16", weights_info=weights, quiet=True)
-    return root / "export"
 
 
 def eager_io(model, caps=Capacities()):
@@ -249,6 +227,9 @@ def test_destination_rules(tmp_path):
 
 
 def test_force_replaces_export_atomically_and_failure_leaves_nothing(tmp_path, monkeypatch):
+    from fault_child import stub_converters
+
+    stub_converters(str(exported_tiny()), monkeypatch.setattr)  # conversion is tested above; this is the folder
     model, weights = tiny()
     out = tmp_path / "exp"
     out.mkdir()

@@ -1,4 +1,4 @@
-"""Exported backends (etam_mobile.runtime.exported) on the tiny export of test_export.py:
+"""Exported backends (etam_mobile.runtime.exported) on the shared tiny export (conftest.exported_tiny):
 same interface and numbers as eager, and every way an export folder can be wrong."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from etam_mobile.manifest import read_manifest
 from etam_mobile.runtime.exported import ArtifactError, artifact_sha256, open_backend, verify_checksums
 
 import etam_export  # noqa: E402,F401
-from test_export import assert_fp32_close, eager_io, exported_tiny, tiny  # noqa: E402
+from conftest import exported_tiny, tiny  # noqa: E402
+from test_export import assert_fp32_close, eager_io  # noqa: E402
 
 
 @pytest.fixture()

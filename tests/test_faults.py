@@ -25,31 +25,17 @@ from etam_mobile.cli import main
 from etam_mobile.manifest import read_manifest
 from etam_mobile.runtime.exported import open_backend
 
-from test_export import exported_tiny  # noqa: E402
+from conftest import TINY, exported_tiny, track_args, without_synthetic_warning, write_clip, write_prompts  # noqa: E402
 
 CHILD = Path(__file__).with_name("fault_child.py")
-TINY = ["--config", "test_tiny"]
 HANG_GUARD_S = 600  # not a timing assertion: only stops a broken test from hanging the suite
 
 
 @pytest.fixture()
 def clip(tmp_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        img = (rng.random((40, 48, 3)) * 60).astype(np.uint8)
-        img[8 + i: 24 + i, 16:32] = 220
-        Image.fromarray(img).save(frames / f"{i:05d}.png")
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"prompts": [{"id": 1, "frame": 0, "points": [[24, 16]], "labels": [1]},
-                                               {"id": 4, "frame": 1, "box": [2, 2, 20, 20]}]}))
-    return frames, prompts
-
-
-def track_args(clip, out, *extra):
-    frames, prompts = clip
-    return ["-q", "track", *TINY, "--frames", str(frames), "--prompts", str(prompts), "--out", str(out), *extra]
+    frames = write_clip(tmp_path / "frames", frames=5, size=(40, 48), square=(8, 24, 16, 32), ext="png")
+    return frames, write_prompts(tmp_path / "prompts.json", [{"id": 1, "frame": 0, "points": [[24, 16]], "labels": [1]},
+                                                             {"id": 4, "frame": 1, "box": [2, 2, 20, 20]}])
 
 
 def export_args(out, *extra):
@@ -93,7 +79,7 @@ def run_child(args, stub_export=False, point=None, signum=None, preexec=None):
         rest = proc.stderr.read()
         proc.stderr.close()
     err = "".join(lines) + rest
-    return proc.returncode, "\n".join(ln for ln in err.splitlines() if "SYNTHETIC" not in ln and ln.strip())
+    return proc.returncode, without_synthetic_warning(err)
 
 
 def hidden(folder):
@@ -126,12 +112,12 @@ def snapshot(folder):
 
 def test_track_sigkill_mid_run_leaves_no_out_and_the_next_run_cleans_up(clip, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _ = run_child(track_args(clip, out, "--save-logits"), point="track:frame@2", signum=signal.SIGKILL)
+    code, _ = run_child(track_args(*clip, out, "--save-logits"), point="track:frame@2", signum=signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert not out.exists()
     left = hidden(tmp_path)
     assert len(left) == 1 and left[0].startswith(".out.partial-")  # what a kill cannot avoid
-    assert main(track_args(clip, out)) == 0
+    assert main(track_args(*clip, out)) == 0
     err = capsys.readouterr().err
     assert f"note: removed 1 partial folder(s) beside {out} left by interrupted run(s)" in err
     assert hidden(tmp_path) == []
@@ -143,7 +129,7 @@ def test_track_sigkill_mid_run_leaves_no_out_and_the_next_run_cleans_up(clip, tm
 def test_track_sigterm_exits_143_with_a_message_and_no_partial_output(clip, tmp_path, point):
     out = tmp_path / "out"
     trace = tmp_path / "trace.json"
-    code, err = run_child(track_args(clip, out, "--save-logits", "--overlay", "--trace", str(trace)),
+    code, err = run_child(track_args(*clip, out, "--save-logits", "--overlay", "--trace", str(trace)),
                           point=point, signum=signal.SIGTERM)
     assert code == 143
     assert err.splitlines()[-1] == "interrupted (SIGTERM); nothing was written to the output folder"
@@ -155,20 +141,20 @@ def test_track_force_killed_before_and_after_the_swap(clip, tmp_path, capsys):
     """Killed before the swap: the earlier output is untouched. Killed after it: the new one is
     complete, and the earlier one (left under a partial name) goes on the next run."""
     out = tmp_path / "out"
-    assert main(track_args(clip, out, "--overlay")) == 0
+    assert main(track_args(*clip, out, "--overlay")) == 0
     capsys.readouterr()
     before = snapshot(out)
-    code, _ = run_child(track_args(clip, out, "--force", "--save-logits"), point="track:finished",
+    code, _ = run_child(track_args(*clip, out, "--force", "--save-logits"), point="track:finished",
                         signum=signal.SIGKILL)
     assert code == -signal.SIGKILL and snapshot(out) == before
-    code, err = run_child(track_args(clip, out, "--force", "--save-logits"), point="commit:swapped",
+    code, err = run_child(track_args(*clip, out, "--force", "--save-logits"), point="commit:swapped",
                           signum=signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert "note: removed 1 partial folder(s)" in err  # the first killed run's
     marker = assert_track_complete(out)
     assert "logits.npz" in marker["files"] and "overlay.gif" not in marker["files"]
     assert len(hidden(tmp_path)) == 1  # the earlier output, under the killed run's partial name
-    assert main(track_args(clip, out, "--force")) == 0
+    assert main(track_args(*clip, out, "--force")) == 0
     assert "removed 1 partial folder(s)" in capsys.readouterr().err
     assert hidden(tmp_path) == [] and assert_track_complete(out)["files"] == ["masks", "track.json"]
 
@@ -245,7 +231,7 @@ def test_truncated_or_corrupt_artifact_is_refused_before_any_frame(clip, tmp_pat
     data = target.read_bytes()
     target.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
     out = tmp_path / "out"
-    args = track_args(clip, out, "--backend", "onnx", "--artifacts", str(onnx_copy))
+    args = track_args(*clip, out, "--backend", "onnx", "--artifacts", str(onnx_copy))
     code = main([a for a in args if a not in TINY])  # the config comes from the manifest
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
@@ -289,28 +275,25 @@ def test_track_on_a_full_disk(clip, small_tmpfs, capsys):
     ballast = small_tmpfs / "users-file.bin"  # the user's data on that disk stays as it was
     ballast.write_bytes(b"\1" * (160 << 10))
     out = small_tmpfs / "out"
-    code = main(track_args(clip, out, "--save-logits"))  # logits need 2 x 5 x 40 x 48 x 4 bytes, twice
-    err = "\n".join(ln for ln in capsys.readouterr().err.splitlines() if "SYNTHETIC" not in ln)
+    code = main(track_args(*clip, out, "--save-logits"))  # logits need 2 x 5 x 40 x 48 x 4 bytes, twice
+    err = without_synthetic_warning(capsys.readouterr().err)
     assert_disk_full_refusal(code, err, out, "no space left on the device while writing")
     assert ballast.read_bytes() == b"\1" * (160 << 10)
 
 
 def test_track_over_a_file_size_limit(clip, tmp_path):
     out = tmp_path / "out"
-    code, err = run_child(track_args(clip, out, "--save-logits"), preexec=fsize_limit(32 << 10))
+    code, err = run_child(track_args(*clip, out, "--save-logits"), preexec=fsize_limit(32 << 10))
     assert_disk_full_refusal(code, err, out, "file size limit exceeded while writing")
 
 
 def test_export_on_a_full_disk(small_tmpfs, capsys, monkeypatch):
-    from etam_export import exporter, onnx
+    from fault_child import stub_converters
 
-    src = exported_tiny()
-    monkeypatch.setattr(exporter, "torch_export", lambda module, inputs, stage: None)
-    monkeypatch.setattr(onnx, "prepare", lambda module, ep, inputs, name: None)
-    monkeypatch.setattr(onnx, "write", lambda ep, path, spec: shutil.copyfile(src / f"{spec.name}.onnx", path) and {})
+    stub_converters(str(exported_tiny()), monkeypatch.setattr)
     out = small_tmpfs / "exp"
     code = main(export_args(out))
-    err = "\n".join(ln for ln in capsys.readouterr().err.splitlines() if "SYNTHETIC" not in ln)
+    err = without_synthetic_warning(capsys.readouterr().err)
     assert_disk_full_refusal(code, err, out, "no space left on the device while writing")
 
 

@@ -125,26 +125,38 @@ def test_kotlin_tracker_core_junit(tmp_path):
     if not Path("/usr/share/java/junit4.jar").exists():
         pytest.skip("JUnit 4 is not installed (apt-get install -y junit4)")
     result = tmp_path / "device_result.json"
-    env = dict(os.environ, ETAM_DEVICE_RESULT_OUT=str(result))
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "native_tests.sh")], capture_output=True, text=True,
-                          timeout=600, env=env)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"tracker-core tests failed:\n{out[-4000:]}"
+    out = _run(["bash", str(ROOT / "scripts" / "native_tests.sh")], "tracker-core tests", 600,
+               env=dict(os.environ, ETAM_DEVICE_RESULT_OUT=str(result)))
     m = re.search(r"^OK \((\d+) tests?\)", out, re.M)
     assert m and int(m.group(1)) > 0, f"no JUnit OK summary:\n{out[-2000:]}"
     for name in ("TraceReplayTest", "CorrectionTest", "BenchmarkTest"):
         assert name in out, f"{name} did not run:\n{out[-2000:]}"
     # The JSON the Kotlin core writes (the Android app's benchmark mode) is a valid device result.
+    doc = _device_result(result)
+    assert doc["backend"] == "executorch" and doc["compute_units"] == "xnnpack"
+    assert doc["peak_memory_mb"] > 0
+    assert doc["cpu_governor"] and doc["stages"]["image_encoder"]["load_ms"] > 0
+
+
+def _run(cmd, what, timeout, **kw) -> str:
+    """Run a native build or test command; fail with the tail of its output. -> stdout + stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{what} failed:\n{out[-6000:]}"
+    return out
+
+
+def _device_result(path) -> dict:
+    """The device-result JSON a native core wrote, read as benchmarks/merge_device_results.py reads it."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from merge_device_results import device_row, load_device_result
     finally:
         sys.path.pop(0)
-    doc = load_device_result(result)
+    doc = load_device_result(path)
     assert device_row(doc)["stages"]["image_encoder"] == 11.5
-    assert doc["backend"] == "executorch" and doc["compute_units"] == "xnnpack"
-    assert doc["model_load_ms"] > 0 and doc["frame_ms"]["trimmed_mean"] > 0 and doc["peak_memory_mb"] > 0
-    assert doc["cpu_governor"] and doc["stages"]["image_encoder"]["load_ms"] > 0
+    assert doc["model_load_ms"] > 0 and doc["frame_ms"]["trimmed_mean"] > 0
+    return doc
 
 
 def _require_tool(name: str, hint: str):
@@ -157,41 +169,27 @@ def _require_tool(name: str, hint: str):
     return path
 
 
-def _swift(args, **kw):
-    """Run `swift <args>` in ios_demo with its build dir under ios_demo/.build (git-ignored)."""
+def _swift(args, **kw) -> str:
+    """`swift <args>` in ios_demo with its build dir under ios_demo/.build (git-ignored); must succeed."""
     swift = _require_tool("swift", "install a Swift 6 toolchain (swift.org) and put it on PATH")
-    return subprocess.run([swift, *args, "--package-path", str(ROOT / "ios_demo")], capture_output=True, text=True,
-                          timeout=1500, **kw)
+    return _run([swift, *args, "--package-path", str(ROOT / "ios_demo")], f"swift {args[0]}", 1500, **kw)
 
 
 def test_swift_core_builds_in_swift6_mode():
     manifest = (ROOT / "ios_demo" / "Package.swift").read_text()
     assert "swift-tools-version:6" in manifest and "swiftLanguageModes: [.v6]" in manifest
-    proc = _swift(["build", "--build-tests"])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"swift build failed:\n{out[-6000:]}"
+    out = _swift(["build", "--build-tests"])
     warnings = [line for line in out.splitlines() if ": warning:" in line]
     assert not warnings, "swift build warnings (Swift 6 concurrency checking):\n" + "\n".join(warnings[:20])
 
 
 def test_swift_xctest_trace_replays_and_public_api(tmp_path):
     result = tmp_path / "device_result.json"
-    env = dict(os.environ, ETAM_DEVICE_RESULT_OUT=str(result))
-    proc = _swift(["test", "--disable-swift-testing"], env=env)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"swift test failed:\n{out[-6000:]}"
+    out = _swift(["test", "--disable-swift-testing"], env=dict(os.environ, ETAM_DEVICE_RESULT_OUT=str(result)))
     summary = re.findall(r"Executed (\d+) tests?, with (\d+) failures?", out)
     assert summary, f"no XCTest summary:\n{out[-3000:]}"
     total, failures = map(int, summary[-1])
     assert failures == 0 and total >= 25, f"XCTest ran {total} tests with {failures} failures"
     for name in ("TraceReplayTests.testTrackerReplaysEveryTrace", "PublicAPITests", "CorrectionAndCameraTests", "BenchmarkTests"):
         assert name in out, f"{name} did not run:\n{out[-3000:]}"
-    # The JSON the Swift core writes is a valid device result for benchmarks/merge_device_results.py.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from merge_device_results import device_row, load_device_result
-    finally:
-        sys.path.pop(0)
-    doc = load_device_result(result)
-    assert device_row(doc)["stages"]["image_encoder"] == 11.5
-    assert doc["model_load_ms"] > 0 and doc["frame_ms"]["trimmed_mean"] > 0
+    _device_result(result)  # the JSON the Swift core writes is a valid device result

@@ -104,13 +104,13 @@ def test_no_object_frames_match_upstream_exported(backend_name, noobj_export):
 def test_no_object_exported_tiny_matches_eager(tmp_path):
     """Default suite: the exported ExecuTorch graphs on a tiny config whose scores cross zero
     make the same presence decisions, pointers and masks as eager, frame by frame."""
-    from etam_export import export_model
     from etam_mobile.runtime.exported import open_backend
     from etam_mobile.runtime.stream import StreamTracker
 
+    from conftest import export_with_stage
+
     model = shifted_model("test_tiny", 0, bias=-0.45)  # scores alternate around 0
-    export_model(model, tmp_path / "exp", targets=("executorch",), precision="fp32",
-                 weights_info={"synthetic_seed": 0}, quiet=True, verify=False)
+    export_with_stage(tmp_path / "exp", model, "mask_decoder")  # the shared export, this decoder
     rng = np.random.default_rng(4)
     base = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     frames = [np.roll(base, 9 * i, axis=1) for i in range(10)]

@@ -9,34 +9,20 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from etam_mobile.cli import main
-
-TINY = ["--config", "test_tiny"]
+from conftest import track_cli, without_synthetic_warning, write_clip, write_prompts
 
 
 @pytest.fixture()
 def clip(tmp_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        img = (rng.random((40, 48, 3)) * 60).astype(np.uint8)
-        img[8 + i: 24 + i, 16:32] = 220
-        Image.fromarray(img).save(frames / f"{i:05d}.png")
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"prompts": [{"id": 2, "frame": 0, "points": [[24, 16]], "labels": [1]}]}))
-    return frames, prompts
+    frames = write_clip(tmp_path / "frames", frames=4, size=(40, 48), square=(8, 24, 16, 32), ext="png")
+    return frames, write_prompts(tmp_path / "prompts.json", [{"id": 2, "frame": 0, "points": [[24, 16]], "labels": [1]}])
 
 
 def track(capsys, clip, out, *extra):
-    frames, prompts = clip
-    code = main(["-q", "track", *TINY, "--frames", str(frames), "--prompts", str(prompts), "--out", str(out), *extra])
-    err = "\n".join(ln for ln in capsys.readouterr().err.splitlines() if "SYNTHETIC" not in ln)
-    return code, err
+    code, err = track_cli(capsys, *clip, out, *extra)
+    return code, without_synthetic_warning(err)
 
 
 def snapshot(folder):

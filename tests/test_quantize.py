@@ -90,7 +90,7 @@ def check_int8_records(doc, stages):
     assert bool(doc["variant"]["failures"]) == (not passes)
 
 
-def test_int8_is_smaller_and_runtime_picks_variant_from_manifest(tmp_path):
+def test_int8_is_smaller_and_runtime_picks_variant_from_manifest(tiny_export):
     from etam_mobile.runtime.exported import open_backend
 
     folder = int8_tiny()
@@ -103,14 +103,8 @@ def test_int8_is_smaller_and_runtime_picks_variant_from_manifest(tmp_path):
     ref = run_eager(model.stages()["memory_attention"].eval(), inputs["memory_attention"])
     got = backend.run("memory_attention", inputs["memory_attention"])
     assert gates.psnr(ref[0], got[0]) >= gates.MIN_PSNR["int8"]
-    # weights: the int8 memory attention is well under half its fp32 program
-    fp32 = tmp_path / "ma.pte"
-    from etam_export import executorch as etx
-    from etam_export.exporter import torch_export
-
-    stage = model.stages(for_export=True)["memory_attention"].eval()
-    etx.write(torch_export(stage, inputs["memory_attention"], "memory_attention"), fp32, "memory_attention",
-              "executorch", "fp32")
+    # weights: the int8 memory attention is well under half its fp32 program (the shared export's)
+    fp32 = tiny_export / "memory_attention.pte"
     assert (folder / "memory_attention.pte").stat().st_size < 0.5 * fp32.stat().st_size
 
 

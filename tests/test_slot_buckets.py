@@ -10,7 +10,8 @@ from etam_mobile.contracts import Capacities, choose_slot_bucket, memory_attenti
 from etam_mobile.manifest import read_manifest
 from etam_mobile.runtime.exported import open_backend
 
-from test_export import FP32_REL, eager_io, exported_tiny, tiny
+from conftest import exported_tiny, tiny
+from test_export import FP32_REL, eager_io
 
 
 def test_default_buckets_follow_the_tracking_pattern():
