@@ -109,9 +109,10 @@ class Variant:
 
     # ---- one stage ----------------------------------------------------------------------
 
-    def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights) -> tuple:
+    def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights,
+                     coreml_plan=None) -> tuple:
         if target in coreml_compress.COMPRESS_TARGETS:
-            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights)
+            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan)
         stage, scheme = spec.name, self.plan[spec.name]
         t0 = time.perf_counter()
         info = quantize.write(module, inputs, path, stage, scheme)
@@ -142,12 +143,12 @@ class Variant:
             line += "  GATE MISSED"
         return info, line
 
-    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights) -> tuple:
+    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights, plan=None) -> tuple:
         from . import coreml
 
         stage, scheme = spec.name, self.compress
         t0 = time.perf_counter()
-        info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme)
+        info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme, plan=plan)
         info["export_s"] = round(time.perf_counter() - t0, 2)
         info["bytes"] = artifact_size(path)
         line = f"      {'coreml':17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme} weights"
@@ -158,7 +159,7 @@ class Variant:
         problems = coreml.check_spec(path, spec)
         if problems:
             raise ExportError(f"{Path(path).name} does not match the contract: {'; '.join(problems)}", stage, "coreml")
-        got, emu = coreml_compress.emulate(ep, path, torch_inputs(inputs))
+        got, emu = coreml_compress.emulate(ep, path, torch_inputs(inputs), plan)
         gate = gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme,
                                 "example inputs (PyTorch emulation: decompressed weights from the package, fp16 plan)")
         gate.update(precision=scheme, fix="--compress int8 (or fp16)" if scheme != "int8" else "--compress fp16",
