@@ -39,7 +39,11 @@ def load_calibration(folder) -> tuple:
         raise ExportError(f"--calibration: {exc}") from None
     n = min(len(frames), MAX_CALIBRATION_FRAMES)
     step = max(1, len(frames) // n)
-    return [frames.rgb(i) for i in range(0, len(frames), step)[:n]], f"{label} ({n} of {len(frames)} frames)"
+    try:
+        picked = [frames.rgb(i) for i in range(0, len(frames), step)[:n]]
+    except FrameError as exc:  # an unreadable frame: the guard and the gates cannot run on it
+        raise ExportError(f"--calibration: {exc}") from None
+    return picked, f"{label} ({n} of {len(frames)} frames)"
 
 
 @dataclass
