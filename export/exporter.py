@@ -145,8 +145,10 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                  slot_buckets: bool = True) -> dict:
     """Export the four stages of `model` (an EfficientTAM with `.cfg` and `.stages()`) to OUT.
 
-    precision: "fp16" (default) makes the Core ML targets compute in fp16 with the fragile
-    ops in fp32 (export/precision.py); "fp32" keeps everything fp32. ExecuTorch-XNNPACK and
+    precision: "fp16" (default) makes the Core ML targets compute in fp16, the coreml target
+    keeping in fp32 only the ops its overflow guard flags on the calibration inputs
+    (export/fp16_guard.py; per-stage plans via stage_precision, export/precision.py); "fp32"
+    keeps everything fp32. ExecuTorch-XNNPACK and
     ONNX artifacts are fp32 either way. Returns the manifest written to OUT/manifest.json.
 
     quantize / stage_precision / calibration / allow_failing_gates / gate_cases: compressed

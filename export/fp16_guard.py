@@ -63,6 +63,10 @@ def _internal(target, args, kwargs) -> tuple:
     if target == aten.scaled_dot_product_attention.default:
         q, k = args[0], args[1]
         scale = kwargs.get("scale") or (args[6] if len(args) > 6 and args[6] is not None else 1 / math.sqrt(q.shape[-1]))
+        # Cauchy-Schwarz: |q.k| <= |q| |k|; the logits are computed only when the bound is at risk
+        bound = float(q.norm(dim=-1).amax()) * float(k.norm(dim=-1).amax()) * scale
+        if bound <= OVERFLOW_LIMIT:
+            return bound, "attention logits (|q| |k| bound)"
         kt, peak = k.transpose(-2, -1), 0.0
         for i in range(0, q.shape[-2], _ATTN_ROWS):
             peak = max(peak, float((q[..., i:i + _ATTN_ROWS, :] @ kt).abs().max()) * scale)
@@ -81,7 +85,13 @@ class _Recorder(torch.fx.Interpreter):
 
     def _peak(self, node) -> float:
         if node not in self.peak:
-            self.peak[node] = _stats(_floats(self.env.get(node)))[0]
+            if node.op == "get_attr":  # weights and buffers: the same in every run
+                key = ("get_attr", node.target)
+                if key not in self.stats:
+                    self.stats[key] = _stats(_floats(self.env.get(node)))[0]
+                self.peak[node] = self.stats[key]
+            else:
+                self.peak[node] = _stats(_floats(self.env.get(node)))[0]
         return self.peak[node]
 
     def run_node(self, n):
@@ -119,6 +129,8 @@ def flag(stats: dict) -> dict:
     """{node name: {"reason", "max_abs", ...}} of the nodes that must stay fp32."""
     flags = {}
     for name, st in stats.items():
+        if not isinstance(name, str):
+            continue  # cached weight magnitudes (they reach the flags through their consumers)
         where, peak = max((("output", st["output"]), ("input", st["input"]),
                            (st["internal_what"] or "internal", st["internal"])), key=lambda kv: kv[1])
         if not math.isfinite(peak) or peak > OVERFLOW_LIMIT:
@@ -198,7 +210,8 @@ def plan_stage(stage: str, ep, mode: str, inputs_list: list, measured_on: str) -
             raise ExportError(f"the fp16 overflow guard could not run the fp32 graph ({type(exc).__name__}: {exc}); "
                               f"export with --stage-precision {stage}=fp32 or --precision fp32", stage, "coreml") from exc
         plan.flags = flag(stats)
-        plan.max_abs = max((max(s["input"], s["output"], s["internal"]) for s in stats.values()), default=0.0)
+        plan.max_abs = max((max(s["input"], s["output"], s["internal"]) for k, s in stats.items()
+                            if isinstance(k, str)), default=0.0)
     return plan
 
 

@@ -237,7 +237,8 @@ class Variant:
                 if rec is None:
                     p = target_precision(target, precision)
                     rec = {"precision": p, "scheme": "fp32" if p == "fp32" else
-                           "fp16 compute, fp32 islands (export/precision.py)"}
+                           "fp16 compute (ExecuTorch Core ML partitioner: every op fp16, no overflow guard)"
+                           if target == "executorch-coreml" else "fp16 compute (export/precision.py)"}
                     ver = reports[stage].get(target, {}).get("verify")
                     if ver and "gate" in ver:
                         rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
