@@ -402,6 +402,10 @@ def _record_coreml_plans(doc, modes, coreml_plans, reports, tracking, missed, pr
             rec.update(precision="fp32", scheme="fp32 (--stage-precision)")
         if "casts" in info:
             rec["saved_program"] = {k: info[k] for k in ("mil_ops", "fp32_ops", "casts")}
+    if missed:  # written only with --allow-failing-gates
+        var = doc.setdefault("variant", {})
+        var["status"] = "failing"
+        var["failures"] = list(var.get("failures") or []) + list(missed)
     if tracking is not None or missed:
         doc.setdefault("variant", {})["coreml_fp16"] = {
             "tracking_gate": tracking, "failures": missed,
