@@ -177,7 +177,8 @@ def test_mlpackage_spec_matches_manifest(stage):
     assert meta.license == "Apache-2.0" and meta.versionString
     assert meta.userDefined["etam.config"] == "test_tiny" and meta.userDefined["etam.stage"] == stage
     assert meta.userDefined["etam.synthetic_seed"] == "0"
-    assert "layer_norm" in meta.userDefined["etam.fp32_ops"]
+    # default plan: all fp16; the tiny synthetic weights give the overflow guard nothing to keep fp32
+    assert meta.userDefined["etam.fp16_plan"] == "fp16" and meta.userDefined["etam.fp32_nodes"] == ""
     assert spec.specificationVersion >= 8  # iOS 17 ML Program
 
 
