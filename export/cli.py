@@ -17,7 +17,7 @@ def cmd_export(args) -> int:
     from etam_mobile.checkpoint import load_model
     from etam_mobile.configs import get_config
 
-    from .exporter import check_destination, check_precision, export_model
+    from .exporter import check_coreml_plan, check_destination, check_precision, export_model
     from .variants import Variant
 
     # Everything the user typed is checked before the model is built.
@@ -42,6 +42,7 @@ def cmd_export(args) -> int:
                         allow_failing_gates=args.allow_failing_gates, compress=args.compress)
     Variant.create(targets, args.quantize, args.stage_precision, args.calibration, args.allow_failing_gates, None,
                    args.compress)
+    check_coreml_plan(targets, args.stage_precision, precision)
     model, weights = load_model(cfg, args.checkpoint, seed=args.seed, quiet=args.quiet)
     caps = Capacities(points=args.max_points, cond_frames=args.cond_frames)
     doc = export_model(model, args.out, targets=targets, precision=precision, capacities=caps, weights_info=weights,
@@ -62,9 +63,9 @@ def register(sub, add_model_args) -> None:
                    help=f"comma-separated, from {', '.join(TARGETS)} (default: {DEFAULT_TARGETS}; executorch with "
                         "--quantize)")
     p.add_argument("--precision", default="fp16",
-                   help=f"{' or '.join(PRECISIONS)}: compute precision of the Core ML targets (fp16 keeps "
-                        "layer norms, softmax and residual adds in fp32); ExecuTorch-XNNPACK and ONNX are fp32 "
-                        "(default: fp16)")
+                   help=f"{' or '.join(PRECISIONS)}: compute precision of the Core ML targets (fp16: all ops "
+                        "fp16 except those the overflow guard measures at risk on the calibration frames); "
+                        "ExecuTorch-XNNPACK and ONNX are fp32 (default: fp16)")
     caps = Capacities()
     p.add_argument("--max-points", type=positive_int, default=caps.points,
                    help=f"prompt-point slots per decoder call (default {caps.points})")
@@ -79,9 +80,12 @@ def register(sub, add_model_args) -> None:
                    help="Core ML variant: fp16 (default), int8 (int8 weights), palettize6 / palettize4 (k-means "
                         "palettes per 16 channels, iOS 18), w8a8 (int8 activations too; macOS only)")
     p.add_argument("--stage-precision", default=None, metavar="STAGE=PREC,...",
-                   help="per-stage override of the variant's plan, e.g. image_encoder=int8,memory_attention=fp32")
+                   help="per-stage override of the variant's plan, e.g. image_encoder=int8,memory_attention=fp32; "
+                        "Core ML plans: fp16 (guarded, default), fp16-islands (layer norms, softmax, norm "
+                        "statistics and adds in fp32: the fallback), fp16-unguarded, fp32")
     p.add_argument("--calibration", default=None, metavar="FRAMES_DIR",
-                   help="frames (one size) for calibration and the real-frame gates (default: the built-in clip)")
+                   help="frames (one size) for calibration, the fp16 overflow guard and the real-frame gates "
+                        "(default: the built-in clip)")
     p.add_argument("--allow-failing-gates", action="store_true",
                    help="write a variant that misses an accuracy gate, marked failing in the manifest")
     p.add_argument("--no-verify", action="store_true", help="skip reading artifacts back and comparing with eager")

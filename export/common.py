@@ -176,7 +176,7 @@ def parity(ref: list, got: list, names: list, precision: str = "fp32") -> dict:
         peak = float(np.abs(r64).max()) if r64.size else 0.0
         rmse = float(np.sqrt(np.mean(err**2))) if r64.size else 0.0
         finite = bool(np.isfinite(g64).all())
-        psnr = 200.0 if rmse == 0 else (20 * math.log10(peak / rmse) if peak > 0 else -200.0)
+        psnr = 200.0 if rmse == 0 else (20 * math.log10(peak / rmse) if peak > 0 and finite else -200.0)
         item = {"max_abs_err": float(err.max()) if err.size else 0.0, "psnr_db": round(min(psnr, 200.0), 2),
                 "peak": peak}
         if name.startswith("mask"):

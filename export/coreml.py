@@ -1,7 +1,8 @@
 """Core ML target: one ML Program (.mlpackage) per stage.
 
 iOS 17 deployment target, compute units ALL, inputs/outputs float32/int32 named exactly as
-the manifest. fp16 compute keeps the fragile ops of `precision.py` in fp32. Metadata
+the manifest. fp16 compute follows the stage's plan (precision.py: all fp16 except the ops
+the overflow guard of fp16_guard.py flags, by default). Metadata
 records config, weights (checkpoint SHA-256 or synthetic seed), version, licence and a
 description of every input and output.
 
@@ -20,7 +21,7 @@ from etam_mobile import __version__
 from etam_mobile.configs import ModelConfig
 from etam_mobile.contracts import StageSpec
 
-from . import coreml_compress
+from . import coreml_compress, fp16_guard
 from . import precision as mixed
 from .common import ExportError, import_quietly, parity, quiet_converters, wrap_error
 
@@ -55,19 +56,24 @@ def _describe(t) -> str:
 
 
 def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, weights_info: dict,
-          compress_scheme: str = "fp16") -> dict:
+          compress_scheme: str = "fp16", plan: "fp16_guard.StagePlan | None" = None) -> dict:
     """Convert and save one stage; `compress_scheme` other than fp16 compresses the weights
-    (coreml_compress.py) before saving."""
+    (coreml_compress.py) before saving. An fp16 stage follows `plan` (fp16_guard.plan_stage;
+    without one: all fp16, nothing measured); the plan gets the precisions read back from the
+    converted program and the op census of the saved package."""
     try:
         ct = import_quietly("coremltools")
     except ImportError as exc:
         raise ExportError(f"coremltools is not installed ({exc}); pip install coremltools", spec.name, "coreml") from None
-    compute_precision = (ct.transform.FP16ComputePrecision(op_selector=mixed.coreml_op_selector())
-                         if precision == "fp16" else ct.precision.FLOAT32)
+    if precision == "fp16":
+        plan = plan or fp16_guard.plan_stage(spec.name, ep, mixed.DEFAULT_MODE, [], "nothing (no calibration inputs)")
+        source, compute_precision = plan.ep, ct.transform.FP16ComputePrecision(op_selector=plan.selector())
+    else:
+        plan, source, compute_precision = None, ep.run_decompositions({}), ct.precision.FLOAT32
     try:
         with quiet_converters():
             model = ct.convert(
-                ep.run_decompositions({}),
+                source,
                 convert_to="mlprogram",
                 minimum_deployment_target=coreml_compress.minimum_target(compress_scheme),
                 compute_units=ct.ComputeUnit.ALL,
@@ -78,11 +84,12 @@ def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, wei
             )
     except Exception as exc:
         raise wrap_error(exc, spec.name, "coreml", "Core ML conversion") from exc
+    if plan is not None:
+        plan.read_back(model._mil_program)
     try:
         model = coreml_compress.compress(model, compress_scheme)
     except Exception as exc:
         raise wrap_error(exc, spec.name, "coreml", f"{compress_scheme} weight compression") from exc
-    fp32_ops = sorted(mixed.mil_fp32_types()) if precision == "fp16" else []
     model.short_description = f"EfficientTAM {cfg.name}, stage {spec.name} (etam-mobile {__version__})"
     model.author = "etam-mobile (EfficientTAM model: Meta, Apache-2.0)"
     model.license = "Apache-2.0"
@@ -91,7 +98,9 @@ def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, wei
     meta["etam.config"] = cfg.name
     meta["etam.stage"] = spec.name
     meta["etam.precision"] = precision if compress_scheme == "fp16" else f"{precision}, {compress_scheme} weights"
-    meta["etam.fp32_ops"] = ",".join(fp32_ops)
+    if plan is not None:
+        meta["etam.fp16_plan"] = plan.mode
+        meta["etam.fp32_nodes"] = ",".join(sorted(n for n, p in plan.precisions.items() if p == "fp32"))
     for key, value in (weights_info or {}).items():
         meta[f"etam.{key}"] = str(value)
     for t in spec.inputs:
@@ -103,10 +112,13 @@ def write(ep, path: Path, spec: StageSpec, cfg: ModelConfig, precision: str, wei
             model.save(str(path))
     except Exception as exc:
         raise wrap_error(exc, spec.name, "coreml", "saving the .mlpackage") from exc
-    ops = {}
-    for op in model._mil_program.functions["main"].operations if model._mil_program else ():
-        ops[op.op_type] = ops.get(op.op_type, 0) + 1
-    return {"precision": precision, "fp32_op_types": fp32_ops, "mil_ops": sum(v for k, v in ops.items() if k != "const")}
+    counts = mixed.saved_counts(path)
+    info = {"precision": precision, "fp32_op_types": sorted(counts["fp32_op_types"]), "mil_ops": counts["ops"],
+            "fp32_ops": counts["fp32_ops"], "casts": counts["casts"]}
+    if plan is not None:
+        plan.counts = counts
+        info["fp16_plan"] = plan.record()
+    return info
 
 
 def check_spec(path: Path, spec: StageSpec) -> list:
@@ -133,7 +145,8 @@ def can_predict() -> bool:
     return platform.system() == "Darwin"
 
 
-def verify(path: Path, spec: StageSpec, ep, inputs: list, ref: list, precision: str) -> dict:
+def verify(path: Path, spec: StageSpec, ep, inputs: list, ref: list, precision: str,
+           plan: "fp16_guard.StagePlan | None" = None) -> dict:
     problems = check_spec(path, spec)
     if problems:
         raise ExportError(f"{Path(path).name} does not match the contract: {'; '.join(problems)}", spec.name, "coreml")
@@ -148,8 +161,12 @@ def verify(path: Path, spec: StageSpec, ep, inputs: list, ref: list, precision: 
     reason = "Core ML predictions need macOS; the saved spec was checked instead"
     if precision != "fp16":
         return {"spec": "ok", "numeric": "skipped", "reason": reason}
+    if plan is None:
+        raise ExportError("an fp16 Core ML stage needs its precision plan to be verified", spec.name, "coreml")
     with quiet_converters():
-        got = mixed.emulate_fp16(ep, tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+        got = plan.emulate(tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
     res = parity(ref, got, names, "fp16")
-    res.update(spec="ok", numeric="skipped", reason=reason, fp16_emulation="PyTorch, same fp32 ops (precision.py)")
+    res.update(spec="ok", numeric="skipped", reason=reason,
+               fp16_emulation=f"PyTorch emulation of the converted program's fp16/fp32 ops, plan {plan.mode} "
+                              "(precision.py); not Core ML")
     return res

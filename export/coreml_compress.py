@@ -10,7 +10,8 @@ Weights are compressed by coremltools.optimize on the converted fp16 program:
 
 Core ML cannot predict on Linux, so the gate here is an EMULATION: the decompressed weights
 are read back from the saved package (the `constexpr_*` ops' materialised values), put into
-the exported PyTorch stage, and the stage runs with the fp16 plan of precision.py.
+the exported PyTorch stage, and the stage runs with the fp16/fp32 ops read back from the
+converted program (precision.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import precision as mixed
 from .common import ExportError, import_quietly, quiet_converters
 
 SCHEMES = ("fp16", "int8", "w8a8", "palettize6", "palettize4")
@@ -30,7 +30,7 @@ GROUP_SIZE = 16  # output channels per palette
 WEIGHT_THRESHOLD = 2048  # tensors with fewer elements stay fp16 (coremltools' default)
 
 DESCRIPTION = {
-    "fp16": "fp16 compute, fp32 islands (precision.py)",
+    "fp16": "fp16 compute, fp32 only where the overflow guard measured a risk (precision.py)",
     "int8": "coremltools linear_quantize_weights: int8 symmetric per-channel weights, fp16 compute",
     "palettize6": f"coremltools palettize_weights: 6-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
     "palettize4": f"coremltools palettize_weights: 4-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
@@ -98,11 +98,19 @@ def _param_for(mil_name: str, placeholders: dict) -> str | None:
     return placeholders.get(base)
 
 
-def emulate(ep, path: Path, inputs: tuple) -> tuple:
-    """Run the exported stage with the package's decompressed weights and the fp16 plan.
+def emulate(ep, path: Path, inputs: tuple, plan=None) -> tuple:
+    """Run the exported stage with the package's decompressed weights and the fp16 plan
+    (`plan` from fp16_guard, as converted; without one every op is fp16, like coreml.write
+    without a plan).
 
     Returns (outputs, {"compressed": n, "unmatched": [...]}) — an emulation, not Core ML."""
+    if plan is None:
+        from . import fp16_guard
+
+        plan = fp16_guard.plan_stage("stage", ep, "fp16-unguarded", [], "nothing")
+        plan.precisions = {name: "fp16" for name in plan.handles.values()}
     weights = decompressed_weights(path)
+    ep = plan.ep
     placeholders = dict(ep.graph_signature.inputs_to_parameters)
     ep = copy.deepcopy(ep)
     unmatched, n = [], 0
@@ -115,5 +123,5 @@ def emulate(ep, path: Path, inputs: tuple) -> tuple:
         ep.state_dict[param] = torch.nn.Parameter(torch.from_numpy(value.reshape(old.shape)), requires_grad=False)
         n += 1
     with quiet_converters():
-        got = mixed.emulate_fp16(ep, inputs)
+        got = plan.emulate(inputs, module=ep.module())
     return got, {"compressed_weights": n, "unmatched": unmatched}

@@ -22,7 +22,9 @@ from etam_mobile.manifest import MANIFEST_NAME, TARGET_SUFFIX, TARGETS, build_ma
 from etam_mobile.runtime.mask_prompt import mask_prompt_constants
 from etam_mobile.testhooks import fault_point
 
-from . import coreml, executorch, onnx
+from . import coreml, coreml_tracking, executorch, fp16_guard, gates, onnx
+from . import plan as plans
+from . import precision as mixed
 from . import variants
 from .common import (DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, artifact_size, example_inputs,
                      parity_summary, quiet_converters, run_eager, torch_inputs, wrap_error)
@@ -56,6 +58,43 @@ def check_precision(precision: str) -> str:
 
 def target_precision(target: str, precision: str) -> str:
     return precision if target in FP16_TARGETS else "fp32"
+
+
+def check_coreml_plan(targets, stage_precision, precision: str) -> dict:
+    """{stage: Core ML compute plan} (precision.py); a Core ML-only plan without the coreml
+    target, or with --precision fp32, is refused (it would silently do nothing)."""
+    modes = plans.coreml_plan(stage_precision)
+    odd = {s: m for s, m in modes.items() if m not in ("fp16", "fp32")}
+    if odd and ("coreml" not in targets or precision != "fp16"):
+        stage, mode = next(iter(odd.items()))
+        why = "the coreml target is not exported" if "coreml" not in targets else "--precision fp32 is given"
+        raise ExportError(f"--stage-precision {stage}={mode} is a Core ML fp16 plan but {why}; add coreml to "
+                          "--targets with --precision fp16, or drop that part")
+    return modes
+
+
+class _Calibration:
+    """Per-stage inputs the fp16 guard measures: the example inputs plus a short fp32 eager
+    tracking run over the calibration frames (computed once, on first use)."""
+
+    def __init__(self, model, caps, variant, log):
+        self.model, self.caps, self.variant, self.log = model, caps, variant, log
+        self._inputs, self.label = None, ""
+
+    def inputs(self, stage: str) -> list:
+        if self._inputs is None:
+            frames, label = self.variant.frames()
+            t0 = time.perf_counter()
+            try:
+                self._inputs = fp16_guard.calibration_inputs(self.model, self.caps, frames)
+            except Exception as exc:
+                raise ExportError(f"the fp16 overflow guard could not track the calibration frames ({label}): "
+                                  f"{type(exc).__name__}: {exc}; pass --calibration with readable frames of one size, "
+                                  "or export with --precision fp32") from exc
+            self.label = f"example inputs + fp32 tracking over {label}" if frames else "example inputs only (no frames)"
+            self.log(f"      fp16 guard: calibration tracking over {len(frames)} frame(s) "
+                     f"{time.perf_counter() - t0:.1f} s")
+        return self._inputs.get(stage, [])
 
 
 def is_export_folder(path: Path) -> bool:
@@ -106,8 +145,10 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                  slot_buckets: bool = True) -> dict:
     """Export the four stages of `model` (an EfficientTAM with `.cfg` and `.stages()`) to OUT.
 
-    precision: "fp16" (default) makes the Core ML targets compute in fp16 with the fragile
-    ops in fp32 (export/precision.py); "fp32" keeps everything fp32. ExecuTorch-XNNPACK and
+    precision: "fp16" (default) makes the Core ML targets compute in fp16, the coreml target
+    keeping in fp32 only the ops its overflow guard flags on the calibration inputs
+    (export/fp16_guard.py; per-stage plans via stage_precision, export/precision.py); "fp32"
+    keeps everything fp32. ExecuTorch-XNNPACK and
     ONNX artifacts are fp32 either way. Returns the manifest written to OUT/manifest.json.
 
     quantize / stage_precision / calibration / allow_failing_gates / gate_cases: compressed
@@ -121,6 +162,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     precision = check_precision(precision)
     variant = variants.Variant.create(targets, quantize, stage_precision, calibration, allow_failing_gates,
                                       gate_cases, compress)
+    coreml_modes = check_coreml_plan(targets, stage_precision, precision)
     out = Path(out)
     check_destination(out, force)
     cfg, caps = model.cfg, capacities
@@ -131,6 +173,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     specs = stage_specs(cfg, caps)
     examples = example_inputs(cfg, caps, stages)
     artifacts, reports = {}, {}
+    calibration_inputs = _Calibration(model, caps, variant, log)
+    coreml_plans, coreml_frame_gates = {}, {}
     atomic.clean_stale(out)
     tmp = None
     t_all = time.perf_counter()
@@ -147,23 +191,44 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             artifacts[stage], reports[stage] = {}, {"torch_export_s": round(time.perf_counter() - t0, 2)}
             for target in targets:
                 rel = f"{stage}{TARGET_SUFFIX[target]}"
+                plan = None
+                if target == "coreml" and precision == "fp16" and coreml_modes[stage] != "fp32":
+                    plan = coreml_plans[stage] = _guard(stage, ep, coreml_modes[stage], inputs,
+                                                        calibration_inputs, log)
                 if variant.compresses(stage, target):
                     info, line = variant.export_stage(stages[stage], reference[stage], ep, tmp / rel, spec, inputs,
-                                                      ref, target, verify, cfg, weights)
+                                                      ref, target, verify, cfg, weights, coreml_plan=plan)
                     log(line)
                     artifacts[stage][target] = rel
                     reports[stage][target] = info
                     continue
+                stage_prec = "fp32" if target == "coreml" and coreml_modes[stage] == "fp32" else \
+                    target_precision(target, precision)
                 info, line = _export_one(target, stages[stage], ep, tmp / rel, spec, inputs, ref, cfg,
-                                         target_precision(target, precision), weights, verify)
+                                         stage_prec, weights, verify, plan, allow_failing_gates)
+                if plan is not None and verify:
+                    cal = calibration_inputs.inputs(stage)
+                    if cal:
+                        gate = coreml_frame_gates[stage] = _frames_gate(plan, spec, reference[stage], cal,
+                                                                        calibration_inputs.label)
+                        line += f"; calibration inputs min PSNR {gate['min_psnr_db']:.1f} dB"
+                        info["verify_calibration"] = gate
+                        if not gate["ok"]:
+                            line += "  GATE MISSED"
                 log(line)
                 artifacts[stage][target] = rel
                 reports[stage][target] = info
             fault_point("export:stage")
+        coreml_missed, coreml_tracking_report = _coreml_gates(
+            model, caps, {} if variant.compress != "fp16" else coreml_plans, coreml_frame_gates, reports, verify,
+            gate_cases, log)
+        if coreml_missed and not allow_failing_gates:
+            raise ExportError("accuracy gate missed: " + "; ".join(coreml_missed) +
+                              " (or pass --allow-failing-gates to write the variant marked failing)")
         buckets = []
         for k, p in (contract_slot_buckets(cfg, caps) if slot_buckets and not variant.active else []):
             bucket = _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights,
-                                    verify, tmp, log)
+                                    verify, tmp, log, coreml_modes, calibration_inputs, allow_failing_gates)
             buckets.append(bucket)
             reports[f"memory_attention.k{k}p{p}"] = bucket.pop("reports")
         rels = [rel for per in artifacts.values() for rel in per.values()]
@@ -182,6 +247,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                              producers=producer_versions(targets, extra["versions"]), slot_buckets=buckets,
                              mask_prompt=mask_prompt_constants(model))
         variant.finish(doc, tmp, model, caps, reports, target_precision, precision, verify, log)
+        _record_coreml_plans(doc, coreml_modes, coreml_plans, reports, coreml_tracking_report, coreml_missed,
+                             precision, "coreml" in targets)
         write_manifest(tmp, doc)
         fault_point("export:manifest")
         atomic.commit(tmp, out)
@@ -209,7 +276,8 @@ def bucket_inputs(full: list, k: int, p: int) -> list:
             np.ascontiguousarray(ptrs[:p]), ptr_valid]
 
 
-def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights, verify, tmp, log):
+def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights, verify, tmp, log,
+                   coreml_modes=None, calibration=None, allow_failing=False):
     """One memory-attention slot bucket for every target; returns its manifest entry (+ reports)."""
     spec = memory_attention_spec(cfg, k, p)
     inputs = bucket_inputs(examples["memory_attention"], k, p)
@@ -220,32 +288,155 @@ def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precis
     entry = {"memory_slots": k, "ptr_slots": p, "artifacts": {}, "reports": {}}
     for target in targets:
         rel = f"memory_attention.k{k}p{p}{TARGET_SUFFIX[target]}"
+        mode = (coreml_modes or {}).get("memory_attention", "fp16")
+        plan = None
+        if target == "coreml" and precision == "fp16" and mode != "fp32":
+            cal = [bucket_cut(a, k, p) for a in calibration.inputs("memory_attention")] if calibration else []
+            plan = _guard("memory_attention", ep, mode, inputs, None, log, [a for a in cal if a is not None])
+        stage_prec = "fp32" if target == "coreml" and mode == "fp32" else target_precision(target, precision)
         info, line = _export_one(target, stages["memory_attention"], ep, tmp / rel, spec, inputs, ref, cfg,
-                                 target_precision(target, precision), weights, verify)
+                                 stage_prec, weights, verify, plan, allow_failing)
         log(line)
         entry["artifacts"][target] = rel
         entry["reports"][target] = info
     return entry
 
 
-def _export_one(target, module, ep, path, spec, inputs, ref, cfg, precision, weights, verify) -> tuple:
+def bucket_cut(arrays: list, k: int, p: int):
+    """Full-capacity memory-attention inputs cut to a k/p-slot bucket (valid slots come first),
+    or None when more slots are valid than the bucket holds."""
+    feats, mem, tpos, mem_valid, ptrs, ptr_valid = arrays
+    if np.count_nonzero(mem_valid[k:]) or np.count_nonzero(ptr_valid[p:]):
+        return None
+    return [feats, mem[:k], tpos[:k], mem_valid[:k], ptrs[:p], ptr_valid[:p]]
+
+
+def _guard(stage, ep, mode, inputs, calibration, log, extra=None):
+    """The Core ML fp16 plan of one stage: the overflow guard measured on the example inputs
+    and the calibration inputs (guarded modes), logged."""
+    cal = list(extra) if extra is not None else calibration.inputs(stage)
+    label = calibration.label if calibration is not None else "example inputs + calibration inputs cut to the bucket"
+    t0 = time.perf_counter()
+    plan = fp16_guard.plan_stage(stage, ep, mode, [inputs, *cal], label)
+    if mode in mixed.GUARDED_MODES:
+        worst = max(plan.flags.items(), key=lambda kv: kv[1]["max_abs"], default=None)
+        what = (f"{len(plan.flags)} op(s) kept fp32, worst {worst[0]}: {worst[1]['reason']}" if worst
+                else f"no op at risk (max |x| {plan.max_abs:.3g})")
+        log(f"      fp16 guard ({mode}) on {1 + len(cal)} input set(s) {time.perf_counter() - t0:.1f} s: {what}")
+    return plan
+
+
+def _frames_gate(plan, spec, reference, cal_inputs, label) -> dict:
+    """fp16 PSNR gate of the emulated plan over every calibration input set (stacked)."""
+    refs = [run_eager(reference, a) for a in cal_inputs]
+    gots = [plan.emulate(torch_inputs(a)) for a in cal_inputs]
+    n = len(spec.outputs)
+    ref_all = [np.concatenate([np.ravel(r[i]) for r in refs]) for i in range(n)]
+    got_all = [np.concatenate([np.ravel(g[i]) for g in gots]) for i in range(n)]
+    gate = gates.stage_gate(ref_all, got_all, [t.name for t in spec.outputs], "fp16",
+                            f"calibration inputs ({label}; emulated Core ML fp16 plan {plan.mode})")
+    gate.update(precision="fp16", fix=_fp16_fix(spec.name, plan.mode))
+    return gate
+
+
+def _fp16_fix(stage: str, mode: str) -> str:
+    if mode == "fp16-unguarded":
+        return f"--stage-precision {stage}=fp16 (the guarded default keeps overflowing ops in fp32)"
+    if mode == "fp16":
+        return f"--stage-precision {stage}=fp16-islands (or {stage}=fp32)"
+    return f"--stage-precision {stage}=fp32"
+
+
+def _coreml_gates(model, caps, coreml_plans, frame_gates, reports, verify, gate_cases, log) -> tuple:
+    """(missed-gate lines, chained-tracking report) of the Core ML fp16 plans (emulated):
+    the per-stage PSNR gates on example and calibration inputs, then chained tracking."""
+    if not coreml_plans or not verify:
+        return [], None
+    stage_gates = {}
+    for s, plan in coreml_plans.items():
+        res = reports[s].get("coreml", {}).get("verify", {})
+        if "outputs" in res:
+            stage_gates.setdefault((s, "coreml"), []).append(
+                {"on": "example inputs (emulated)", "ok": res["ok"], "outputs": res["outputs"], "precision": "fp16",
+                 "fix": _fp16_fix(s, plan.mode)})
+        if s in frame_gates:
+            stage_gates.setdefault((s, "coreml"), []).append(frame_gates[s])
+    missed = gates.failures(stage_gates, None)
+    cases = gates.case_dirs(gate_cases)
+    if not cases:
+        return missed, None
+    t0 = time.perf_counter()
+    report = coreml_tracking.tracking_gate(model, caps, coreml_plans, cases)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    bad = [s for s, p in coreml_plans.items() if p.mode == "fp16-unguarded"]
+    report["fix"] = ("the guarded plan: --stage-precision " + ",".join(f"{s}=fp16" for s in bad) if bad else
+                     "the fallback plan: --stage-precision " + ",".join(f"{s}=fp16-islands" for s in coreml_plans))
+    for name, c in report["cases"].items():
+        log(f"      coreml fp16 tracking (emulated) {name}: mean IoU {c.get('mean_iou', 0):.4f}, "
+            f"min {c.get('min_iou', 0):.4f} ({'ok' if c['ok'] else 'MISSED'})")
+    missed += [line.replace("tracking case", "Core ML fp16 tracking (emulated) case")
+               for line in gates.failures({}, report)]
+    return missed, report
+
+
+def _record_coreml_plans(doc, modes, coreml_plans, reports, tracking, missed, precision, has_coreml) -> None:
+    """Per-artifact Core ML precision records (plan, guard flags, fp32 op/cast census) and
+    the emulated gates into the manifest."""
+    if not has_coreml:
+        return
+    for stage in STAGES:
+        rec = doc["stages"][stage].get("precision", {}).get("coreml")
+        if rec is None:
+            continue
+        info = reports[stage].get("coreml", {})
+        plan = coreml_plans.get(stage)
+        if plan is not None:
+            rec["fp16_plan"] = plan.record()
+            if rec.get("precision") == "fp16":
+                rec["scheme"] = f"{mixed.describe(plan.mode)} (export/precision.py)"
+            gate = info.get("verify_calibration")
+            if gate is not None:
+                rec.setdefault("gates", []).append({"on": gate["on"], "gate": gate["gate"], "ok": gate["ok"],
+                                                    "min_psnr_db": gate["min_psnr_db"]})
+        elif precision == "fp16" and modes.get(stage) == "fp32":
+            rec.update(precision="fp32", scheme="fp32 (--stage-precision)")
+        if "casts" in info:
+            rec["saved_program"] = {k: info[k] for k in ("mil_ops", "fp32_ops", "casts")}
+    if missed:  # written only with --allow-failing-gates
+        var = doc.setdefault("variant", {})
+        var["status"] = "failing"
+        var["failures"] = list(var.get("failures") or []) + list(missed)
+    if tracking is not None or missed:
+        doc.setdefault("variant", {})["coreml_fp16"] = {
+            "tracking_gate": tracking, "failures": missed,
+            "status": "failing" if missed else "passed",
+            "note": "Core ML fp16 emulated in PyTorch (Core ML cannot predict on Linux)"}
+
+
+def _export_one(target, module, ep, path, spec, inputs, ref, cfg, precision, weights, verify, plan=None,
+                allow_failing=False) -> tuple:
     """Write one artifact and (if asked) read it back and gate it; returns (report, progress line)."""
     t1 = time.perf_counter()
-    info = _write(target, module, ep, path, spec, inputs, cfg, precision, weights)
+    info = _write(target, module, ep, path, spec, inputs, cfg, precision, weights, plan)
     info["export_s"] = round(time.perf_counter() - t1, 2)
     info["bytes"] = artifact_size(path)
     line = f"      {target:17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB"
     if "delegated_fraction" in info:
         line += f"  delegated {100 * info['delegated_fraction']:.0f}% of nodes"
+    if "casts" in info:
+        line += f"  fp32 ops {info['fp32_ops']}/{info['mil_ops']}, casts {info['casts']}"
     if not verify:
         return info, line
     t2 = time.perf_counter()
-    res = info["verify"] = _verify(target, path, spec, ep, inputs, ref, precision)
+    res = info["verify"] = _verify(target, path, spec, ep, inputs, ref, precision, plan)
     info["verify_s"] = round(time.perf_counter() - t2, 2)
     if "outputs" in res and not res["ok"]:
         bad = [k for k, v in res["outputs"].items() if not v.get("ok")]
-        raise ExportError(f"parity check failed on {', '.join(bad)} ({res['gate']}; {parity_summary(res)})",
-                          spec.name, target)
+        fix = f"; a plan that passes: {_fp16_fix(spec.name, plan.mode)}" if plan is not None else ""
+        if not (allow_failing and plan is not None):
+            raise ExportError(f"parity check failed on {', '.join(bad)} ({res['gate']}; {parity_summary(res)}"
+                              f"{', emulated' if 'fp16_emulation' in res else ''}){fix}", spec.name, target)
+        line += "  GATE MISSED"
     if "outputs" in res:
         line += f"  {'fp16 emulation' if 'fp16_emulation' in res else 'parity'} {parity_summary(res)}"
     if res.get("numeric") == "skipped":
@@ -253,12 +444,12 @@ def _export_one(target, module, ep, path, spec, inputs, ref, cfg, precision, wei
     return info, line
 
 
-def _write(target, module, ep, path, spec, inputs, cfg, precision, weights) -> dict:
+def _write(target, module, ep, path, spec, inputs, cfg, precision, weights, plan=None) -> dict:
     try:
         if target in ("executorch", "executorch-coreml"):
             return executorch.write(ep, path, spec.name, target, precision)
         if target == "coreml":
-            return coreml.write(ep, path, spec, cfg, precision, weights)
+            return coreml.write(ep, path, spec, cfg, precision, weights, plan=plan)
         return onnx.write(onnx.prepare(module, ep, inputs, spec.name), path, spec)
     except ExportError:
         raise
@@ -266,12 +457,12 @@ def _write(target, module, ep, path, spec, inputs, cfg, precision, weights) -> d
         raise wrap_error(exc, spec.name, target, "export") from exc
 
 
-def _verify(target, path, spec, ep, inputs, ref, precision) -> dict:
+def _verify(target, path, spec, ep, inputs, ref, precision, plan=None) -> dict:
     try:
         if target in ("executorch", "executorch-coreml"):
             return executorch.verify(path, spec, target, inputs, ref, precision)
         if target == "coreml":
-            return coreml.verify(path, spec, ep, inputs, ref, precision)
+            return coreml.verify(path, spec, ep, inputs, ref, precision, plan)
         return onnx.verify(path, spec, inputs, ref)
     except ExportError:
         raise

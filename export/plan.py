@@ -14,6 +14,9 @@ from .common import ExportError
 FP32 = "fp32"
 # ExecuTorch (XNNPACK) schemes per stage; "fp32" = not quantised.
 EXECUTORCH_PRECISIONS = ("fp32", "int8", "int8-4w")
+# Core ML compute plans per stage (export/precision.py; "fp32" applies to both targets).
+COREML_PRECISIONS = ("fp16", "fp16-islands", "fp16-unguarded", "fp32")
+STAGE_PRECISIONS = EXECUTORCH_PRECISIONS + tuple(p for p in COREML_PRECISIONS if p not in EXECUTORCH_PRECISIONS)
 # Default plans, from the chained-tracking sensitivity measured one stage at a time
 # (benchmarks/quantization_sensitivity.py, README "Which layers stay fp32"): int8 on the mask
 # decoder alone misses the tracking gate (mean mask IoU 0.966 / 0.964 on the two gate cases),
@@ -64,9 +67,16 @@ def executorch_plan(quantize: str, stage_precision: str | dict | None) -> dict:
     """The stage -> precision plan of the ExecuTorch-XNNPACK artifacts."""
     plan = dict(DEFAULT_EXECUTORCH_PLANS[quantize])
     over = stage_precision if isinstance(stage_precision, dict) else parse_stage_precision(
-        stage_precision, EXECUTORCH_PRECISIONS)
-    plan.update(over)
+        stage_precision, STAGE_PRECISIONS)
+    plan.update({s: p for s, p in over.items() if p in EXECUTORCH_PRECISIONS})
     return plan
+
+
+def coreml_plan(stage_precision: str | dict | None) -> dict:
+    """The stage -> Core ML compute plan (default: guarded all-fp16)."""
+    over = stage_precision if isinstance(stage_precision, dict) else parse_stage_precision(
+        stage_precision, STAGE_PRECISIONS)
+    return {s: over.get(s, "fp16") if over.get(s, "fp16") in COREML_PRECISIONS else "fp16" for s in STAGES}
 
 
 def describe(plan: dict) -> str:

@@ -39,7 +39,11 @@ def load_calibration(folder) -> tuple:
         raise ExportError(f"--calibration: {exc}") from None
     n = min(len(frames), MAX_CALIBRATION_FRAMES)
     step = max(1, len(frames) // n)
-    return [frames.rgb(i) for i in range(0, len(frames), step)[:n]], f"{label} ({n} of {len(frames)} frames)"
+    try:
+        picked = [frames.rgb(i) for i in range(0, len(frames), step)[:n]]
+    except FrameError as exc:  # an unreadable frame: the guard and the gates cannot run on it
+        raise ExportError(f"--calibration: {exc}") from None
+    return picked, f"{label} ({n} of {len(frames)} frames)"
 
 
 @dataclass
@@ -109,9 +113,10 @@ class Variant:
 
     # ---- one stage ----------------------------------------------------------------------
 
-    def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights) -> tuple:
+    def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights,
+                     coreml_plan=None) -> tuple:
         if target in coreml_compress.COMPRESS_TARGETS:
-            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights)
+            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan)
         stage, scheme = spec.name, self.plan[spec.name]
         t0 = time.perf_counter()
         keep = plans.keep_fp32_layers(stage, scheme)
@@ -145,12 +150,12 @@ class Variant:
             line += "  GATE MISSED"
         return info, line
 
-    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights) -> tuple:
+    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights, plan=None) -> tuple:
         from . import coreml
 
         stage, scheme = spec.name, self.compress
         t0 = time.perf_counter()
-        info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme)
+        info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme, plan=plan)
         info["export_s"] = round(time.perf_counter() - t0, 2)
         info["bytes"] = artifact_size(path)
         line = f"      {'coreml':17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme} weights"
@@ -161,7 +166,7 @@ class Variant:
         problems = coreml.check_spec(path, spec)
         if problems:
             raise ExportError(f"{Path(path).name} does not match the contract: {'; '.join(problems)}", stage, "coreml")
-        got, emu = coreml_compress.emulate(ep, path, torch_inputs(inputs))
+        got, emu = coreml_compress.emulate(ep, path, torch_inputs(inputs), plan)
         gate = gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme,
                                 "example inputs (PyTorch emulation: decompressed weights from the package, fp16 plan)")
         gate.update(precision=scheme, fix="--compress int8 (or fp16)" if scheme != "int8" else "--compress fp16",
@@ -236,7 +241,8 @@ class Variant:
                 if rec is None:
                     p = target_precision(target, precision)
                     rec = {"precision": p, "scheme": "fp32" if p == "fp32" else
-                           "fp16 compute, fp32 islands (export/precision.py)"}
+                           "fp16 compute (ExecuTorch Core ML partitioner: every op fp16, no overflow guard)"
+                           if target == "executorch-coreml" else "fp16 compute (export/precision.py)"}
                     ver = reports[stage].get(target, {}).get("verify")
                     if ver and "gate" in ver:
                         rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
