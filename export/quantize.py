@@ -65,6 +65,15 @@ def _already_4bit(node) -> bool:
     return isinstance(w, torch.fx.Node) and "dequantize_affine" in str(w.target)
 
 
+def _tiny_weight(node) -> bool:
+    """A linear/conv whose weight has < 1024 values (e.g. the memory attention's 1 x K ones-matmul
+    that counts valid slots): nothing to gain from int8, and XNNPACK's dynamic-quant partitioner
+    does not take such a layer, which leaves quantize/dequantize ops with no ExecuTorch kernel."""
+    w = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
+    val = w.meta.get("val") if isinstance(w, torch.fx.Node) else None
+    return val is not None and hasattr(val, "numel") and val.numel() < 1024
+
+
 def _in_modules(node, prefixes) -> bool:
     stack = node.meta.get("nn_module_stack") or {}
     return any(str(fqn).startswith(p) for fqn, _ in stack.values() for p in prefixes)
@@ -74,7 +83,7 @@ def _pt2e_int8(module: torch.nn.Module, args: tuple, calibration: list, skip: tu
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     q = _int8_quantizer()
-    q.set_filter_function(lambda node: not _already_4bit(node) and not _in_modules(node, skip))
+    q.set_filter_function(lambda node: not _already_4bit(node) and not _tiny_weight(node) and not _in_modules(node, skip))
     gm = torch.export.export(module, args, strict=False).module()
     prepared = prepare_pt2e(gm, q)
     with torch.no_grad():
