@@ -66,10 +66,12 @@ def _already_4bit(node) -> bool:
 
 
 def _tiny_weight(node) -> bool:
-    """A linear/conv whose weight has < 1024 values (e.g. the memory attention's 1 x K ones-matmul
+    """A linear whose weight has < 1024 values (e.g. the memory attention's 1 x K ones-matmul
     that counts valid slots): nothing to gain from int8, and XNNPACK's dynamic-quant partitioner
     does not take such a layer, which leaves quantize/dequantize ops with no ExecuTorch kernel."""
-    w = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
+    if node.op != "call_function" or node.target not in _WEIGHTED["linear"] or len(node.args) < 2:
+        return False
+    w = node.args[1]
     val = w.meta.get("val") if isinstance(w, torch.fx.Node) else None
     return val is not None and hasattr(val, "numel") and val.numel() < 1024
 
@@ -223,7 +225,9 @@ def census(gm: torch.fx.GraphModule) -> dict:
         if kind is None:
             continue
         src = _source(node) or ""
-        if "dequantize_affine" in src or "dequantize_per_channel_group" in src:
+        if kind == "linear" and "dequantize" not in src and _tiny_weight(node):
+            prec = "fp32-tiny"  # left unquantised on purpose (_tiny_weight)
+        elif "dequantize_affine" in src or "dequantize_per_channel_group" in src:
             prec = "int4"
         elif "dequantize_per_channel" in src or "dequantize_per_tensor" in src:
             prec = "int8"
