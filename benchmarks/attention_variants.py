@@ -34,10 +34,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     import torch.nn.functional as F
-    from executorch.extension.pybindings import portable_lib
+    from bench_setup import set_threads
 
-    portable_lib._unsafe_reset_threadpool(args.threads)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from etam_export import executorch as et_export
     from etam_export.exporter import torch_export
     from etam_mobile.configs import get_config

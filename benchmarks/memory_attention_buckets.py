@@ -38,21 +38,16 @@ def main(argv=None) -> int:
     import tempfile
 
     import torch
-    from executorch.extension.pybindings import portable_lib
+    from bench_setup import set_threads, synthetic_model
 
-    portable_lib._unsafe_reset_threadpool(args.threads)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from etam_export import executorch as et_export
     from etam_export.exporter import bucket_inputs, torch_export
     from etam_mobile.bench.flops import count_flops
-    from etam_mobile.checkpoint import load_model
-    from etam_mobile.configs import get_config
-    from etam_mobile.contracts import Capacities, choose_slot_bucket, slot_buckets
+    from etam_mobile.contracts import choose_slot_bucket, slot_buckets
     from etam_mobile.runtime.backends import EagerBackend
 
-    cfg = get_config(args.config)
-    model, _ = load_model(cfg, None, seed=0, quiet=True)
-    caps = Capacities()
+    cfg, model, caps = synthetic_model(args.config)
     K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
     buckets = [*slot_buckets(cfg, caps), (K, P)]
     rng = np.random.default_rng(0)

@@ -37,19 +37,13 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
     from torch import nn
-    from executorch.extension.pybindings import portable_lib
+    from bench_setup import set_threads, synthetic_model
 
-    portable_lib._unsafe_reset_threadpool(args.threads)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from etam_export import executorch as et_export
     from etam_export.exporter import bucket_inputs, torch_export
-    from etam_mobile.checkpoint import load_model
-    from etam_mobile.configs import get_config
-    from etam_mobile.contracts import Capacities
 
-    cfg = get_config(args.config)
-    model, _ = load_model(cfg, None, seed=0, quiet=True)
-    caps = Capacities()
+    cfg, model, caps = synthetic_model(args.config)
     K, P = (int(x) for x in args.slots.split(","))
     h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
     nq = h * h
