@@ -59,8 +59,9 @@ def compress(mlmodel, scheme: str):
     cto = import_quietly("coremltools.optimize")
     # Constant tables from buffers (RoPE cos/sin, position encodings: exported names start with
     # "b_") are not weights: compressing them moves every position. Only parameters ("p_").
-    skip = {op.name: None for op in mlmodel._mil_program.functions["main"].operations
-            if op.op_type == "const" and not op.name.startswith("p_")}
+    ops = mlmodel._mil_program.functions["main"].operations
+    skip = {op.name: None for op in ops if op.op_type == "const" and not op.name.startswith("p_")}
+    skip.update({name: None for name in conv_bias_fusion_weights(ops)})
     with quiet_converters():
         if scheme == "int8":
             op = cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
@@ -72,6 +73,23 @@ def compress(mlmodel, scheme: str):
                                            group_size=GROUP_SIZE, weight_threshold=WEIGHT_THRESHOLD)
         return cto.coreml.palettize_weights(mlmodel,
                                             cto.coreml.OptimizationConfig(global_config=op, op_name_configs=skip))
+
+
+def conv_bias_fusion_weights(ops) -> list:
+    """Weights of convs whose output goes through a transpose into an add/sub (the ViT patch
+    embedding + position embedding). coremltools 9.0's fuse_conv_bias pass reads such a conv's
+    weight value and fails with "'NoneType' object has no attribute 'dtype'" when the weight is
+    compressed (a constexpr op has no value), so these weights stay fp16."""
+    names = []
+    for op in ops:
+        if op.op_type not in ("conv", "conv_transpose") or op.weight.op is None or op.weight.op.op_type != "const":
+            continue
+        kids = list(op.outputs[0].child_ops)
+        if len(kids) == 1 and kids[0].op_type == "transpose":
+            after = list(kids[0].outputs[0].child_ops)
+            if len(after) == 1 and after[0].op_type in ("add", "sub"):
+                names.append(op.weight.op.name)
+    return names
 
 
 def decompressed_weights(path: Path) -> dict:
@@ -98,21 +116,31 @@ def _param_for(mil_name: str, placeholders: dict) -> str | None:
     return placeholders.get(base)
 
 
-def emulate(ep, path: Path, inputs: tuple, plan=None) -> tuple:
-    """Run the exported stage with the package's decompressed weights and the fp16 plan
-    (`plan` from fp16_guard, as converted; without one every op is fp16, like coreml.write
-    without a plan).
+class EmulatedStage:
+    """A compressed Core ML stage as PyTorch runs it: the prepared graph with the package's
+    decompressed weights, the fp16/fp32 ops of the converted program (an emulation)."""
 
-    Returns (outputs, {"compressed": n, "unmatched": [...]}) — an emulation, not Core ML."""
+    def __init__(self, plan, module, scheme: str):
+        self.plan, self.module, self.scheme = plan, module, scheme
+        self.mode = f"{scheme} weights + {plan.mode} plan"
+
+    def emulate(self, inputs: tuple) -> list:
+        with quiet_converters():
+            return self.plan.emulate(inputs, module=self.module)
+
+
+def load_emulated(ep, path: Path, scheme: str, plan=None) -> tuple:
+    """(EmulatedStage, {"compressed_weights": n, "unmatched": [...]}) of a saved package:
+    `plan` from fp16_guard, as converted; without one every op is fp16, like coreml.write
+    without a plan."""
     if plan is None:
         from . import fp16_guard
 
         plan = fp16_guard.plan_stage("stage", ep, "fp16-unguarded", [], "nothing")
         plan.precisions = {name: "fp16" for name in plan.handles.values()}
     weights = decompressed_weights(path)
-    ep = plan.ep
-    placeholders = dict(ep.graph_signature.inputs_to_parameters)
-    ep = copy.deepcopy(ep)
+    placeholders = dict(plan.ep.graph_signature.inputs_to_parameters)
+    ep = copy.deepcopy(plan.ep)
     unmatched, n = [], 0
     for name, value in weights.items():
         param = _param_for(name, placeholders)
@@ -122,6 +150,12 @@ def emulate(ep, path: Path, inputs: tuple, plan=None) -> tuple:
         old = ep.state_dict[param]
         ep.state_dict[param] = torch.nn.Parameter(torch.from_numpy(value.reshape(old.shape)), requires_grad=False)
         n += 1
-    with quiet_converters():
-        got = plan.emulate(inputs, module=ep.module())
-    return got, {"compressed_weights": n, "unmatched": unmatched}
+    return EmulatedStage(plan, ep.module(), scheme), {"compressed_weights": n, "unmatched": unmatched}
+
+
+def emulate(ep, path: Path, inputs: tuple, plan=None, scheme: str = "compressed") -> tuple:
+    """Run the exported stage with the package's decompressed weights and the fp16 plan.
+
+    Returns (outputs, {"compressed_weights": n, "unmatched": [...]}) — an emulation, not Core ML."""
+    stage, info = load_emulated(ep, path, scheme, plan)
+    return stage.emulate(inputs), info
