@@ -5,8 +5,9 @@ Weights are compressed by coremltools.optimize on the converted fp16 program:
 - palettize6 / palettize4: `palettize_weights`, k-means look-up tables of 2^n fp16 values,
   grouped per channel (16 output channels share a table). Grouped palettes are an iOS 18
   feature, so compressed packages target iOS 18 (the A17 Pro runs it).
-- w8a8 needs `linear_quantize_activations`, which calibrates by running Core ML
-  predictions: only on macOS (refused elsewhere with that reason).
+- w8a8 is refused (W8A8_REFUSAL): coremltools' `linear_quantize_activations` calibrates
+  with Core ML predictions (macOS only), and its PyTorch-side CoreMLQuantizer does not
+  import under torch 2.13.
 
 Core ML cannot predict on Linux, so the gate here is an EMULATION: the decompressed weights
 are read back from the saved package (the `constexpr_*` ops' materialised values), put into
@@ -34,16 +35,23 @@ DESCRIPTION = {
     "int8": "coremltools linear_quantize_weights: int8 symmetric per-channel weights, fp16 compute",
     "palettize6": f"coremltools palettize_weights: 6-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
     "palettize4": f"coremltools palettize_weights: 4-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
-    "w8a8": "int8 weights and calibrated int8 activations (linear_quantize_activations)",
+    "w8a8": "int8 weights and calibrated int8 activations (refused: W8A8_REFUSAL)",
 }
+
+
+# Why w8a8 is refused on every platform (README "Compressed variants" has what was tried).
+W8A8_REFUSAL = ("--compress w8a8 is not available in this exporter: coremltools 9.0 calibrates activations either "
+                "with Core ML predictions (linear_quantize_activations, macOS only"
+                + ("" if platform.system() == "Darwin" else ", and this is " + platform.system()) +
+                ") or with its PyTorch CoreMLQuantizer, which imports torch.ao.quantization.quantizer that "
+                "torch 2.13 removed; choose int8, palettize6 or palettize4 (compressed weights, fp16 activations)")
 
 
 def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
         raise ExportError(f"unknown --compress scheme {scheme!r}; choose {', '.join(SCHEMES)}")
-    if scheme == "w8a8" and platform.system() != "Darwin":
-        raise ExportError("--compress w8a8 calibrates activations with Core ML predictions, which need macOS; "
-                          "export w8a8 on a Mac, or choose int8, palettize6 or palettize4 here")
+    if scheme == "w8a8":
+        raise ExportError(W8A8_REFUSAL)
     return scheme
 
 

@@ -108,3 +108,13 @@ def test_missed_compressed_tracking_gate_fails_the_export_with_the_plan_that_pas
         _finish(8.0, False)
     doc = _finish(8.0, True)
     assert doc["variant"]["status"] == "failing" and not doc["variant"]["tracking_gate"]["ok"]
+
+
+def test_w8a8_is_refused_in_one_line_with_the_reason(tmp_path, capsys):
+    from etam_mobile.cli import main
+
+    assert main(["-q", "export", "--config", "test_tiny", "--compress", "w8a8", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --compress w8a8 is not available in this exporter: ")
+    assert "choose int8, palettize6 or palettize4" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
