@@ -67,6 +67,21 @@ def test_coreml_int8_export_runs_emulated_chained_tracking_gate():
         assert rec["gates"][0]["min_psnr_db"] >= 30.0, (stage, rec["gates"][0])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme,next_scheme", [("palettize6", "--compress int8"), ("palettize4", "--compress palettize6")])
+def test_palettized_exports_run_the_emulated_tracking_gate(scheme, next_scheme, tmp_path):
+    model, weights = tiny()
+    doc = export_model(model, tmp_path / scheme, targets=("coreml",), weights_info=weights, quiet=True,
+                       compress=scheme, gate_cases=(CASE,), allow_failing_gates=True)
+    tg = doc["variant"]["tracking_gate"]
+    assert doc["variant"]["name"] == f"coreml-{scheme}" and "decompressed weights" in tg["emulation"]
+    case = tg["cases"][CASE]
+    assert 0.0 <= case["min_iou"] <= case["mean_iou"] <= 1.0
+    if not case["ok"]:
+        assert any(line.startswith(f"Core ML {scheme} chained tracking (emulated) case {CASE}") and next_scheme in line
+                   for line in doc["variant"]["failures"])
+
+
 # ---- the gate's wiring, on stand-in emulated stages ------------------------------------------
 
 class _Stage:
