@@ -7,10 +7,10 @@ gate's pass/fail wiring is tested on stand-in emulated stages, which needs no co
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import tempfile
-import atexit
 from pathlib import Path
 
 import numpy as np
