@@ -78,7 +78,7 @@ def register(sub, add_model_args) -> None:
                         "int8-4w (4-bit group-wise linear weights) or none (default: none)")
     p.add_argument("--compress", default="fp16",
                    help="Core ML variant: fp16 (default), int8 (int8 weights), palettize6 / palettize4 (k-means "
-                        "palettes per 16 channels, iOS 18), w8a8 (int8 activations too; macOS only)")
+                        "palettes per 16 channels, iOS 18), w8a8 (int8 activations: refused, README says why)")
     p.add_argument("--stage-precision", default=None, metavar="STAGE=PREC,...",
                    help="per-stage override of the variant's plan, e.g. image_encoder=int8,memory_attention=fp32; "
                         "Core ML plans: fp16 (guarded, default), fp16-islands (layer norms, softmax, norm "

@@ -5,8 +5,9 @@ Weights are compressed by coremltools.optimize on the converted fp16 program:
 - palettize6 / palettize4: `palettize_weights`, k-means look-up tables of 2^n fp16 values,
   grouped per channel (16 output channels share a table). Grouped palettes are an iOS 18
   feature, so compressed packages target iOS 18 (the A17 Pro runs it).
-- w8a8 needs `linear_quantize_activations`, which calibrates by running Core ML
-  predictions: only on macOS (refused elsewhere with that reason).
+- w8a8 is refused (W8A8_REFUSAL): coremltools' `linear_quantize_activations` calibrates
+  with Core ML predictions (macOS only), and its PyTorch-side CoreMLQuantizer does not
+  import under torch 2.13.
 
 Core ML cannot predict on Linux, so the gate here is an EMULATION: the decompressed weights
 are read back from the saved package (the `constexpr_*` ops' materialised values), put into
@@ -34,16 +35,23 @@ DESCRIPTION = {
     "int8": "coremltools linear_quantize_weights: int8 symmetric per-channel weights, fp16 compute",
     "palettize6": f"coremltools palettize_weights: 6-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
     "palettize4": f"coremltools palettize_weights: 4-bit k-means LUT per {GROUP_SIZE} output channels, fp16 compute",
-    "w8a8": "int8 weights and calibrated int8 activations (linear_quantize_activations)",
+    "w8a8": "int8 weights and calibrated int8 activations (refused: W8A8_REFUSAL)",
 }
+
+
+# Why w8a8 is refused on every platform (README "Compressed variants" has what was tried).
+W8A8_REFUSAL = ("--compress w8a8 is not available in this exporter: coremltools 9.0 calibrates activations either "
+                "with Core ML predictions (linear_quantize_activations, macOS only"
+                + ("" if platform.system() == "Darwin" else ", and this is " + platform.system()) +
+                ") or with its PyTorch CoreMLQuantizer, which imports torch.ao.quantization.quantizer that "
+                "torch 2.13 removed; choose int8, palettize6 or palettize4 (compressed weights, fp16 activations)")
 
 
 def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
         raise ExportError(f"unknown --compress scheme {scheme!r}; choose {', '.join(SCHEMES)}")
-    if scheme == "w8a8" and platform.system() != "Darwin":
-        raise ExportError("--compress w8a8 calibrates activations with Core ML predictions, which need macOS; "
-                          "export w8a8 on a Mac, or choose int8, palettize6 or palettize4 here")
+    if scheme == "w8a8":
+        raise ExportError(W8A8_REFUSAL)
     return scheme
 
 
@@ -59,8 +67,9 @@ def compress(mlmodel, scheme: str):
     cto = import_quietly("coremltools.optimize")
     # Constant tables from buffers (RoPE cos/sin, position encodings: exported names start with
     # "b_") are not weights: compressing them moves every position. Only parameters ("p_").
-    skip = {op.name: None for op in mlmodel._mil_program.functions["main"].operations
-            if op.op_type == "const" and not op.name.startswith("p_")}
+    ops = mlmodel._mil_program.functions["main"].operations
+    skip = {op.name: None for op in ops if op.op_type == "const" and not op.name.startswith("p_")}
+    skip.update({name: None for name in conv_bias_fusion_weights(ops)})
     with quiet_converters():
         if scheme == "int8":
             op = cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
@@ -72,6 +81,23 @@ def compress(mlmodel, scheme: str):
                                            group_size=GROUP_SIZE, weight_threshold=WEIGHT_THRESHOLD)
         return cto.coreml.palettize_weights(mlmodel,
                                             cto.coreml.OptimizationConfig(global_config=op, op_name_configs=skip))
+
+
+def conv_bias_fusion_weights(ops) -> list:
+    """Weights of convs whose output goes through a transpose into an add/sub (the ViT patch
+    embedding + position embedding). coremltools 9.0's fuse_conv_bias pass reads such a conv's
+    weight value and fails with "'NoneType' object has no attribute 'dtype'" when the weight is
+    compressed (a constexpr op has no value), so these weights stay fp16."""
+    names = []
+    for op in ops:
+        if op.op_type not in ("conv", "conv_transpose") or op.weight.op is None or op.weight.op.op_type != "const":
+            continue
+        kids = list(op.outputs[0].child_ops)
+        if len(kids) == 1 and kids[0].op_type == "transpose":
+            after = list(kids[0].outputs[0].child_ops)
+            if len(after) == 1 and after[0].op_type in ("add", "sub"):
+                names.append(op.weight.op.name)
+    return names
 
 
 def decompressed_weights(path: Path) -> dict:
@@ -98,21 +124,31 @@ def _param_for(mil_name: str, placeholders: dict) -> str | None:
     return placeholders.get(base)
 
 
-def emulate(ep, path: Path, inputs: tuple, plan=None) -> tuple:
-    """Run the exported stage with the package's decompressed weights and the fp16 plan
-    (`plan` from fp16_guard, as converted; without one every op is fp16, like coreml.write
-    without a plan).
+class EmulatedStage:
+    """A compressed Core ML stage as PyTorch runs it: the prepared graph with the package's
+    decompressed weights, the fp16/fp32 ops of the converted program (an emulation)."""
 
-    Returns (outputs, {"compressed": n, "unmatched": [...]}) — an emulation, not Core ML."""
+    def __init__(self, plan, module, scheme: str):
+        self.plan, self.module, self.scheme = plan, module, scheme
+        self.mode = f"{scheme} weights + {plan.mode} plan"
+
+    def emulate(self, inputs: tuple) -> list:
+        with quiet_converters():
+            return self.plan.emulate(inputs, module=self.module)
+
+
+def load_emulated(ep, path: Path, scheme: str, plan=None) -> tuple:
+    """(EmulatedStage, {"compressed_weights": n, "unmatched": [...]}) of a saved package:
+    `plan` from fp16_guard, as converted; without one every op is fp16, like coreml.write
+    without a plan."""
     if plan is None:
         from . import fp16_guard
 
         plan = fp16_guard.plan_stage("stage", ep, "fp16-unguarded", [], "nothing")
         plan.precisions = {name: "fp16" for name in plan.handles.values()}
     weights = decompressed_weights(path)
-    ep = plan.ep
-    placeholders = dict(ep.graph_signature.inputs_to_parameters)
-    ep = copy.deepcopy(ep)
+    placeholders = dict(plan.ep.graph_signature.inputs_to_parameters)
+    ep = copy.deepcopy(plan.ep)
     unmatched, n = [], 0
     for name, value in weights.items():
         param = _param_for(name, placeholders)
@@ -122,6 +158,12 @@ def emulate(ep, path: Path, inputs: tuple, plan=None) -> tuple:
         old = ep.state_dict[param]
         ep.state_dict[param] = torch.nn.Parameter(torch.from_numpy(value.reshape(old.shape)), requires_grad=False)
         n += 1
-    with quiet_converters():
-        got = plan.emulate(inputs, module=ep.module())
-    return got, {"compressed_weights": n, "unmatched": unmatched}
+    return EmulatedStage(plan, ep.module(), scheme), {"compressed_weights": n, "unmatched": unmatched}
+
+
+def emulate(ep, path: Path, inputs: tuple, plan=None, scheme: str = "compressed") -> tuple:
+    """Run the exported stage with the package's decompressed weights and the fp16 plan.
+
+    Returns (outputs, {"compressed_weights": n, "unmatched": [...]}) — an emulation, not Core ML."""
+    stage, info = load_emulated(ep, path, scheme, plan)
+    return stage.emulate(inputs), info

@@ -1,6 +1,8 @@
-"""Chained-tracking gate of the Core ML fp16 artifacts, EMULATED in PyTorch (Core ML cannot
+"""Chained-tracking gate of the Core ML artifacts, EMULATED in PyTorch (Core ML cannot
 predict on Linux): each stage runs its converted graph with the fp16/fp32 ops read back from
-the Core ML program (precision.Fp16Emulator); stages exported fp32 run in fp32 eager."""
+the Core ML program (precision.Fp16Emulator) — for compressed packages with the weights
+decompressed from the saved package (coreml_compress.EmulatedStage); stages exported fp32
+run in fp32 eager."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +33,12 @@ class EmulatedCoreMLBackend:
         return plan.emulate(tensors)
 
 
-def tracking_gate(model, caps, plans: dict, cases: list) -> dict:
-    """gates.tracking_gate of the emulated Core ML stages vs fp32 eager at the same capacities."""
+FP16_EMULATION = "Core ML fp16 plan emulated in PyTorch (export/precision.py), not Core ML"
+
+
+def tracking_gate(model, caps, plans: dict, cases: list, emulation: str = FP16_EMULATION) -> dict:
+    """gates.tracking_gate of the emulated Core ML stages (anything with .emulate(inputs)
+    and .mode) vs fp32 eager at the same capacities."""
     from etam_mobile.runtime.backends import EagerBackend
 
     from . import gates
@@ -40,6 +46,6 @@ def tracking_gate(model, caps, plans: dict, cases: list) -> dict:
     with torch.inference_mode():
         report = gates.tracking_gate(EmulatedCoreMLBackend(model, caps, plans), EagerBackend(model, capacities=caps),
                                      cases)
-    report["emulation"] = "Core ML fp16 plan emulated in PyTorch (export/precision.py), not Core ML"
+    report["emulation"] = emulation
     report["plans"] = {s: (plans[s].mode if plans.get(s) else "fp32") for s in STAGES}
     return report
