@@ -202,6 +202,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                     artifacts[stage][target] = rel
                     reports[stage][target] = info
                     continue
+                if target == "coreml" and variant.compress != "fp16":
+                    variant.coreml_emulated[stage] = plan  # uncompressed stage of a compressed folder: fp16 plan
                 stage_prec = "fp32" if target == "coreml" and coreml_modes[stage] == "fp32" else \
                     target_precision(target, precision)
                 info, line = _export_one(target, stages[stage], ep, tmp / rel, spec, inputs, ref, cfg,

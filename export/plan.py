@@ -16,7 +16,11 @@ FP32 = "fp32"
 EXECUTORCH_PRECISIONS = ("fp32", "int8", "int8-4w")
 # Core ML compute plans per stage (export/precision.py; "fp32" applies to both targets).
 COREML_PRECISIONS = ("fp16", "fp16-islands", "fp16-unguarded", "fp32")
-STAGE_PRECISIONS = EXECUTORCH_PRECISIONS + tuple(p for p in COREML_PRECISIONS if p not in EXECUTORCH_PRECISIONS)
+# Core ML weight compression per stage (`--compress S`; a stage given a compute plan above keeps
+# fp16 weights, i.e. is not compressed).
+COREML_COMPRESSIONS = ("int8", "palettize6", "palettize4")
+STAGE_PRECISIONS = EXECUTORCH_PRECISIONS + tuple(p for p in COREML_PRECISIONS + COREML_COMPRESSIONS
+                                                 if p not in EXECUTORCH_PRECISIONS)
 # Default plans, from the chained-tracking sensitivity measured one stage at a time
 # (benchmarks/quantization_sensitivity.py, README "Which layers stay fp32"): int8 on the mask
 # decoder alone misses the tracking gate (mean mask IoU 0.966 / 0.964 on the two gate cases),
@@ -70,6 +74,20 @@ def executorch_plan(quantize: str, stage_precision: str | dict | None) -> dict:
         stage_precision, STAGE_PRECISIONS)
     plan.update({s: p for s, p in over.items() if p in EXECUTORCH_PRECISIONS})
     return plan
+
+
+def coreml_compress_plan(compress: str, stage_precision: str | dict | None) -> dict:
+    """{stage: weight scheme} of a `--compress` export: `compress` on every stage, except stages
+    `--stage-precision` names — a compression scheme there compresses that stage so, a compute
+    plan (fp16, fp16-islands, fp32, ...) keeps its weights fp16 (e.g. mask_decoder=fp16: the
+    stage whose outputs are the masks stays uncompressed, as the ExecuTorch int8 plan keeps it fp32)."""
+    over = stage_precision if isinstance(stage_precision, dict) else parse_stage_precision(
+        stage_precision, STAGE_PRECISIONS)
+    out = {}
+    for s in STAGES:
+        p = over.get(s, compress)
+        out[s] = p if p in COREML_COMPRESSIONS else "fp16"
+    return out
 
 
 def coreml_plan(stage_precision: str | dict | None) -> dict:

@@ -20,6 +20,8 @@ from .common import ExportError, artifact_size, quiet_converters, run_eager, tor
 # The next-larger Core ML scheme: what a missed gate suggests (measured order, README).
 COREML_NEXT = {"palettize4": "--compress palettize6 (or int8)", "palettize6": "--compress int8 (or fp16)",
                "int8": "--compress fp16", "w8a8": "--compress int8 (weights only, fp16 activations)"}
+# The lever before a weaker scheme: keep the stage whose outputs are the masks uncompressed.
+KEEP_DECODER = "--stage-precision mask_decoder=fp16 (mask decoder uncompressed)"
 MAX_CALIBRATION_FRAMES = 4  # real frames per stage gate / calibration pass (export time grows with each)
 
 
@@ -60,6 +62,7 @@ class Variant:
     records: dict = field(default_factory=dict)  # (stage, target) -> record
     stage_gates: dict = field(default_factory=dict)  # (stage, target) -> [gate]
     coreml_emulated: dict = field(default_factory=dict)  # stage -> coreml_compress.EmulatedStage
+    compress_plan: dict = field(default_factory=dict)  # stage -> Core ML weight scheme ("fp16": uncompressed)
     _frames: list | None = None
     _frames_label: str = ""
 
@@ -74,7 +77,8 @@ class Variant:
                 raise ExportError(f"--compress {compress} applies to the {', '.join(coreml_compress.COMPRESS_TARGETS)} "
                                   f"target only, not {', '.join(others)} (one folder holds one variant); pass "
                                   f"--targets coreml, and export {', '.join(others)} to another --out")
-        plan = plans.executorch_plan(scheme, stage_precision)
+        # With --compress, --stage-precision speaks of the Core ML weights (plan.coreml_compress_plan).
+        plan = plans.executorch_plan(scheme, stage_precision if compress == "fp16" else None)
         if any(p != plans.FP32 for p in plan.values()):
             others = [t for t in targets if t not in quantize.QUANTIZE_TARGETS]
             if others:
@@ -88,13 +92,18 @@ class Variant:
                                   ".jpg/.png frames of one size")
         v = cls(scheme, plan, None if calibration is None else str(calibration), bool(allow_failing),
                 None if gate_cases is None else tuple(gate_cases), compress)
+        if compress != "fp16":
+            v.compress_plan = plans.coreml_compress_plan(compress, stage_precision)
+            if all(p == "fp16" for p in v.compress_plan.values()):
+                raise ExportError(f"--compress {compress} with --stage-precision keeping every stage fp16 compresses "
+                                  "nothing; drop --compress, or name a stage to compress")
         if calibration is not None:
             v._frames, v._frames_label = load_calibration(calibration)  # bad folders fail before any work
         return v
 
     def describe(self) -> str:
         if self.compress != "fp16":
-            return f"Core ML {self.compress} weights"
+            return f"Core ML {self.compress} weights: {plans.describe(self.compress_plan)}"
         return f"{self.quantize}: {plans.describe(self.plan)}"
 
     @property
@@ -107,7 +116,7 @@ class Variant:
 
     def compresses(self, stage: str, target: str) -> bool:
         if target in coreml_compress.COMPRESS_TARGETS:
-            return self.compress != "fp16"
+            return self.compress_plan.get(stage, self.compress) != "fp16"
         return target in quantize.QUANTIZE_TARGETS and self.plan.get(stage, plans.FP32) != plans.FP32
 
     def frames(self) -> tuple:
@@ -157,7 +166,8 @@ class Variant:
     def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights, plan=None) -> tuple:
         from . import coreml
 
-        stage, scheme = spec.name, self.compress
+        stage = spec.name
+        scheme = self.compress_plan.get(stage, self.compress)
         t0 = time.perf_counter()
         info = coreml.write(ep, path, spec, cfg, "fp16", weights, scheme, plan=plan)
         info["export_s"] = round(time.perf_counter() - t0, 2)
@@ -226,7 +236,10 @@ class Variant:
             model, caps, self.coreml_emulated, cases,
             emulation=f"Core ML {self.compress} emulated in PyTorch: decompressed weights read back from each saved "
                       ".mlpackage, fp16/fp32 ops of its converted program (export/precision.py); not Core ML")
-        tracking["fix"] = f"the plan to try next: {COREML_NEXT[self.compress]}"
+        nxt = COREML_NEXT[self.compress]
+        if self.compress_plan.get("mask_decoder", self.compress) != "fp16":
+            nxt = f"{KEEP_DECODER}, else {nxt}"
+        tracking["fix"] = f"the plan to try next: {nxt}"
         tracking["seconds"] = round(time.perf_counter() - t0, 1)
         for name, c in tracking["cases"].items():
             log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "
@@ -287,6 +300,7 @@ class Variant:
             "name": ((self.quantize if self.quantize != "none" else "mixed") if self.quantized else f"coreml-{self.compress}" if self.compress != "fp16"
                      else "fp32" if precision == "fp32" else precision),
             "coreml_compress": self.compress,
+            "coreml_compress_plan": dict(self.compress_plan) or None,
             "executorch_plan": dict(self.plan),
             "calibration": self._frames_label or None,
             "status": status,

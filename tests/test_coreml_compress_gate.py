@@ -40,19 +40,23 @@ def coreml_int8_tiny() -> Path:
     root = Path(tempfile.mkdtemp(prefix="etam-cml-int8-"))
     atexit.register(shutil.rmtree, root, True)
     export_model(model, root / "int8", targets=("coreml",), weights_info=weights, quiet=True, compress="int8",
-                 gate_cases=(CASE,), allow_failing_gates=True)
+                 stage_precision="mask_decoder=fp16", gate_cases=(CASE,), allow_failing_gates=True)
     return root / "int8"
 
 
 def test_coreml_int8_export_runs_emulated_chained_tracking_gate():
-    """Every stage is compressed (the ViT patch embedding too: coremltools 9.0's conv-bias
-    fusion used to crash on it), and the manifest carries the emulated tracking gate."""
+    """Every stage but the mask decoder (kept fp16 by --stage-precision) is compressed (the ViT
+    patch embedding too: coremltools 9.0's conv-bias fusion used to crash on it), and the
+    manifest carries the emulated tracking gate, the uncompressed stage emulated with its fp16 plan."""
     doc = read_manifest(coreml_int8_tiny())
     var = doc["variant"]
     assert var["name"] == "coreml-int8" and var["coreml_compress"] == "int8"
+    assert var["coreml_compress_plan"] == {s: ("fp16" if s == "mask_decoder" else "int8") for s in STAGES}
     tg = var["tracking_gate"]
     assert "emulated in PyTorch" in tg["emulation"] and "decompressed weights" in tg["emulation"]
-    assert set(tg["plans"]) == set(STAGES) and all(p.startswith("int8 weights + fp16") for p in tg["plans"].values())
+    assert set(tg["plans"]) == set(STAGES)
+    assert all(p.startswith("int8 weights + fp16") for s, p in tg["plans"].items() if s != "mask_decoder")
+    assert not tg["plans"]["mask_decoder"].startswith("int8") and tg["plans"]["mask_decoder"] != "fp32"
     case = tg["cases"][CASE]
     assert case["masks"] > 5 and 0.5 < case["mean_iou"] <= 1.0 and case["min_iou"] <= case["mean_iou"]
     assert case["ok"] == (case["mean_iou"] >= 0.97 and case["min_iou"] >= 0.90)
@@ -63,6 +67,9 @@ def test_coreml_int8_export_runs_emulated_chained_tracking_gate():
             assert "--compress fp16" in line
     for stage in STAGES:
         rec = doc["stages"][stage]["precision"]["coreml"]
+        if stage == "mask_decoder":
+            assert rec["precision"] == "fp16" and "layers" not in rec, rec
+            continue
         assert rec["precision"] == "int8" and rec["layers"]["compressed_weights"] > 0, (stage, rec)
         assert rec["gates"][0]["min_psnr_db"] >= 30.0, (stage, rec["gates"][0])
 
@@ -119,7 +126,8 @@ def test_exact_emulated_stages_pass_the_gate():
 def test_missed_compressed_tracking_gate_fails_the_export_with_the_plan_that_passes():
     with pytest.raises(ExportError, match=rf"accuracy gate missed: Core ML palettize4 chained tracking \(emulated\) "
                                           rf"case {CASE}: mean mask IoU 0\.\d+ \(>= 0\.97\), worst 0\.\d+ on frame \d+ "
-                                          r"object \d+ \(>= 0\.9\); the plan to try next: --compress palettize6"):
+                                          r"object \d+ \(>= 0\.9\); the plan to try next: --stage-precision "
+                                          r"mask_decoder=fp16 \(mask decoder uncompressed\), else --compress palettize6"):
         _finish(8.0, False)
     doc = _finish(8.0, True)
     assert doc["variant"]["status"] == "failing" and not doc["variant"]["tracking_gate"]["ok"]
@@ -133,3 +141,27 @@ def test_w8a8_is_refused_in_one_line_with_the_reason(tmp_path, capsys):
     assert err.count("\n") == 0 and err.startswith("error: --compress w8a8 is not available in this exporter: ")
     assert "choose int8, palettize6 or palettize4" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_stage_precision_picks_the_compressed_stages():
+    """With --compress, --stage-precision speaks of Core ML weights: a compute plan keeps a
+    stage's weights fp16, a scheme compresses that stage so; compressing nothing is refused."""
+    from etam_export.plan import coreml_compress_plan
+
+    assert coreml_compress_plan("int8", "mask_decoder=fp16,image_encoder=palettize6") == {
+        "image_encoder": "palettize6", "memory_attention": "int8", "mask_decoder": "fp16", "memory_encoder": "int8"}
+    v = Variant.create(("coreml",), "none", "mask_decoder=fp16", None, False, None, "int8")
+    assert not v.quantized and v.compresses("image_encoder", "coreml") and not v.compresses("mask_decoder", "coreml")
+    with pytest.raises(ExportError, match="compresses nothing"):
+        Variant.create(("coreml",), "none", ",".join(f"{s}=fp16" for s in STAGES), None, False, None, "int8")
+
+
+def test_uncompressed_decoder_drops_the_keep_decoder_advice():
+    model, _ = tiny()
+    v = Variant(compress="int8", gate_cases=(CASE,), allow_failing=True,
+                compress_plan={s: ("fp16" if s == "mask_decoder" else "int8") for s in STAGES})
+    v.coreml_emulated = {s: _Stage(m, 8.0 if s == "memory_attention" else 0.0)
+                         for s, m in model.stages(for_export=True).items()}
+    doc = {"stages": {s: {"artifacts": {}} for s in STAGES}}
+    v.finish(doc, None, model, Capacities(), {}, lambda t, p: p, "fp16", True, lambda *a: None)
+    assert doc["variant"]["tracking_gate"]["fix"] == "the plan to try next: --compress fp16"
