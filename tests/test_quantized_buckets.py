@@ -29,7 +29,8 @@ from test_quantize import CASE, int8_tiny, tiny
 # Tracking through the int8 buckets vs the int8 full graph (the same folder without buckets):
 # the two differ only by XNNPACK's GEMM blocking over a different number of memory rows and the
 # attention over masked slots (weight exp(-1e4) = 0), so every low-res logit agrees to this, and
-# every mask to this IoU (measured: see test_tracking_with_buckets_equals_tracking_without).
+# every mask to this IoU (measured on ti_plain_two_objects, 12 masks: worst |logit diff| 9.2e-5,
+# every mask IoU 1.0).
 LOGIT_ATOL = 1e-3
 MIN_MASK_IOU = 0.999
 
