@@ -155,8 +155,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     ExecuTorch variants and their accuracy gates (export/variants.py).
     slot_buckets: also export the memory attention at the smaller slot counts of
     contracts.slot_buckets (listed in the manifest; the runtimes run the smallest that fits).
-    Compressed variants are written without buckets for now (the buckets would be fp32 beside a
-    quantised full graph, and their gates are not measured).
+    A quantised variant quantises its buckets like its full memory attention (same scheme and
+    plan, each gated); Core ML weight-compressed variants are written without buckets for now.
     """
     targets = parse_targets(targets)
     precision = check_precision(precision)
@@ -228,9 +228,9 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             raise ExportError("accuracy gate missed: " + "; ".join(coreml_missed) +
                               " (or pass --allow-failing-gates to write the variant marked failing)")
         buckets = []
-        for k, p in (contract_slot_buckets(cfg, caps) if slot_buckets and not variant.active else []):
+        for k, p in (contract_slot_buckets(cfg, caps) if slot_buckets and variant.compress == "fp16" else []):
             bucket = _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights,
-                                    verify, tmp, log, coreml_modes, calibration_inputs, allow_failing_gates)
+                                    verify, tmp, log, coreml_modes, calibration_inputs, allow_failing_gates, variant)
             buckets.append(bucket)
             reports[f"memory_attention.k{k}p{p}"] = bucket.pop("reports")
         rels = [rel for per in artifacts.values() for rel in per.values()]
@@ -251,6 +251,7 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
         variant.finish(doc, tmp, model, caps, reports, target_precision, precision, verify, log)
         _record_coreml_plans(doc, coreml_modes, coreml_plans, reports, coreml_tracking_report, coreml_missed,
                              precision, "coreml" in targets)
+        _record_buckets(doc, variant, reports)
         write_manifest(tmp, doc)
         fault_point("export:manifest")
         atomic.commit(tmp, out)
@@ -278,18 +279,36 @@ def bucket_inputs(full: list, k: int, p: int) -> list:
             np.ascontiguousarray(ptrs[:p]), ptr_valid]
 
 
+def bucket_key(k: int, p: int) -> str:
+    """Name of a slot bucket in the export report and the variant's gates."""
+    return f"memory_attention.k{k}p{p}"
+
+
 def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights, verify, tmp, log,
-                   coreml_modes=None, calibration=None, allow_failing=False):
-    """One memory-attention slot bucket for every target; returns its manifest entry (+ reports)."""
+                   coreml_modes=None, calibration=None, allow_failing=False, variant=None):
+    """One memory-attention slot bucket for every target; returns its manifest entry (+ reports).
+    A target the variant quantises gets the bucket quantised as the full memory attention is
+    (variants.Variant.export_stage: same scheme, kept-fp32 layers and gates)."""
     spec = memory_attention_spec(cfg, k, p)
     inputs = bucket_inputs(examples["memory_attention"], k, p)
     ref = run_eager(reference["memory_attention"], inputs)
-    t0 = time.perf_counter()
-    ep = torch_export(stages["memory_attention"], inputs, "memory_attention")
-    log(f"[bucket] memory_attention k={k} p={p}: torch.export {time.perf_counter() - t0:.1f} s")
     entry = {"memory_slots": k, "ptr_slots": p, "artifacts": {}, "reports": {}}
+    ep = None
     for target in targets:
         rel = f"memory_attention.k{k}p{p}{TARGET_SUFFIX[target]}"
+        if variant is not None and variant.compresses("memory_attention", target):
+            log(f"[bucket] memory_attention k={k} p={p}: {variant.plan['memory_attention']}")
+            info, line = variant.export_stage(stages["memory_attention"], reference["memory_attention"], None,
+                                              tmp / rel, spec, inputs, ref, target, verify, cfg, weights,
+                                              key=bucket_key(k, p))
+            log(line)
+            entry["artifacts"][target] = rel
+            entry["reports"][target] = info
+            continue
+        if ep is None:
+            t0 = time.perf_counter()
+            ep = torch_export(stages["memory_attention"], inputs, "memory_attention")
+            log(f"[bucket] memory_attention k={k} p={p}: torch.export {time.perf_counter() - t0:.1f} s")
         mode = (coreml_modes or {}).get("memory_attention", "fp16")
         plan = None
         if target == "coreml" and precision == "fp16" and mode != "fp32":
@@ -302,6 +321,26 @@ def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precis
         entry["artifacts"][target] = rel
         entry["reports"][target] = info
     return entry
+
+
+def _record_buckets(doc: dict, variant, reports: dict) -> None:
+    """Per-artifact precision records of the slot buckets (stages.memory_attention.slot_buckets[i]
+    .precision): a quantised bucket's own record (scheme, layers, its PSNR gate); any other bucket
+    has the full memory attention's precision, with its own parity check."""
+    st = doc["stages"]["memory_attention"]
+    for b in st.get("slot_buckets", []):
+        key = bucket_key(b["memory_slots"], b["ptr_slots"])
+        recs = {}
+        for target in b["artifacts"]:
+            rec = variant.artifact_record(key, target)
+            if rec is None:
+                full = st.get("precision", {}).get(target, {})
+                rec = {"precision": full.get("precision", "fp32"), "scheme": full.get("scheme", "fp32")}
+                ver = reports.get(key, {}).get(target, {}).get("verify")
+                if ver and "gate" in ver:
+                    rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
+            recs[target] = rec
+        b["precision"] = recs
 
 
 def bucket_cut(arrays: list, k: int, p: int):

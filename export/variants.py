@@ -65,6 +65,7 @@ class Variant:
     compress_plan: dict = field(default_factory=dict)  # stage -> Core ML weight scheme ("fp16": uncompressed)
     _frames: list | None = None
     _frames_label: str = ""
+    _status: str = "not gated"  # the folder's status once finish() ran
 
     @classmethod
     def create(cls, targets, quantize_scheme, stage_precision, calibration, allow_failing, gate_cases,
@@ -127,10 +128,14 @@ class Variant:
     # ---- one stage ----------------------------------------------------------------------
 
     def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights,
-                     coreml_plan=None) -> tuple:
+                     coreml_plan=None, key: str | None = None) -> tuple:
+        """One compressed artifact of `spec.name`, gated. `key` names a memory-attention slot
+        bucket (exporter.bucket_key): quantised with the stage's scheme and plan, its record and
+        gates kept under that name."""
         if target in coreml_compress.COMPRESS_TARGETS:
             return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan)
         stage, scheme = spec.name, self.plan[spec.name]
+        name = key or stage
         t0 = time.perf_counter()
         keep = plans.keep_fp32_layers(stage, scheme)
         info = quantize.write(module, inputs, path, stage, scheme, skip_fp32=keep)
@@ -140,10 +145,15 @@ class Variant:
         layers = ", ".join(f"{k} {'/'.join(f'{n} {p}' for p, n in v.items())}" for k, v in info["layers"].items())
         line = (f"      {target:17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme}: {layers}; "
                 f"delegated {100 * info['delegated_fraction']:.0f}% of nodes")
-        self.records[(stage, target)] = {
+        self.records[(name, target)] = {
             "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
             "kept_fp32_layers": list(keep),
             "calibration": "none needed (dynamic activation quantisation)"}
+        if key:
+            self.records[(name, target)]["quantised_as"] = (
+                f"the full {stage}: same scheme and kept-fp32 layers; per-channel weight scales come from the "
+                "weights alone and activations are quantised per call, so every bucket holds the full graph's "
+                "int8/int4 weights and no calibration is shared or needed")
         if not verify:
             return info, line
         t1 = time.perf_counter()
@@ -155,7 +165,7 @@ class Variant:
         for c in checks:
             c["precision"] = scheme
             c["fix"] = f"--stage-precision {stage}={'int8' if scheme == 'int8-4w' else 'fp32'}"
-        self.stage_gates[(stage, target)] = checks
+        self.stage_gates[(name, target)] = checks
         info["verify"] = {"ok": all(c["ok"] for c in checks), "gates": checks}
         info["verify_s"] = round(time.perf_counter() - t1, 2)
         line += "  PSNR " + ", ".join(f"{c['min_psnr_db']:.1f} dB ({c['on'].split(' (')[0]})" for c in checks)
@@ -281,7 +291,7 @@ class Variant:
         for stage in STAGES:
             recs = {}
             for target, rel in doc["stages"][stage]["artifacts"].items():
-                rec = self.records.get((stage, target))
+                rec = self.artifact_record(stage, target, status)
                 if rec is None:
                     p = target_precision(target, precision)
                     rec = {"precision": p, "scheme": "fp32" if p == "fp32" else
@@ -290,12 +300,9 @@ class Variant:
                     ver = reports[stage].get(target, {}).get("verify")
                     if ver and "gate" in ver:
                         rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
-                else:
-                    rec = dict(rec, gates=self.stage_gates.get((stage, target), []))
-                    own = ("failing" if any(not g["ok"] for g in rec["gates"]) else "passed") if rec["gates"] else status
-                    rec["status"] = own  # this artifact's PSNR gates; the folder's status adds chained tracking
                 recs[target] = rec
             doc["stages"][stage]["precision"] = recs
+        self._status = status
         doc["variant"] = {
             "name": ((self.quantize if self.quantize != "none" else "mixed") if self.quantized else f"coreml-{self.compress}" if self.compress != "fp16"
                      else "fp32" if precision == "fp32" else precision),
@@ -309,3 +316,15 @@ class Variant:
             "note": "gates measured on the weights exported; with synthetic weights they are a lower bound, not a "
                     "claim about a trained model",
         }
+
+    def artifact_record(self, name: str, target: str, status: str | None = None) -> dict | None:
+        """The precision record of a compressed artifact (a stage or a slot bucket) with its gates
+        and own status; None when this variant did not compress it."""
+        rec = self.records.get((name, target))
+        if rec is None:
+            return None
+        rec = dict(rec, gates=self.stage_gates.get((name, target), []))
+        # this artifact's PSNR gates; the folder's status adds chained tracking
+        rec["status"] = (("failing" if any(not g["ok"] for g in rec["gates"]) else "passed") if rec["gates"]
+                         else status or self._status)
+        return rec

@@ -137,6 +137,7 @@ class ExportedBackend:
                              for b in manifest_buckets(doc, target)}
         self.slot_buckets = [*self.bucket_paths, full]
         self.bucket_specs = {kp: memory_attention_spec(self.cfg, *kp) for kp in self.bucket_paths}
+        self.bucket_precision = bucket_precisions(doc, target, self.precision["memory_attention"], self.folder)
         self.bucket_calls = {kp: 0 for kp in self.slot_buckets}
         self._runners = {s: self._open(p) for s, p in self.paths.items()}
         self._runners.update({kp: self._open(p) for kp, p in self.bucket_paths.items()})
@@ -179,6 +180,27 @@ class ExportedBackend:
         if np.count_nonzero(mem_valid[k:]) or np.count_nonzero(ptr_valid[p:]):
             raise ValueError("memory_attention: valid slots must come first (see memory_bank.gather)")
         return kp, [feats, mem[:k], tpos[:k], mem_valid[:k], ptrs[:p], ptr_valid[:p]]
+
+
+def bucket_precisions(doc: dict, target: str, full: dict, folder) -> dict:
+    """{(memory_slots, ptr_slots): precision record} of the slot buckets for `target`. A bucket
+    must compute at the full memory attention's precision (the runtime swaps one for the other
+    frame by frame). Manifests from before per-bucket records wrote buckets only beside fp32/fp16
+    graphs at the graph's precision, so a missing record is the full graph's, unless that is
+    quantised (such a folder was not written by an exporter that quantised buckets)."""
+    out = {}
+    for b in manifest_buckets(doc, target):
+        kp, name = (b["memory_slots"], b["ptr_slots"]), f"k{b['memory_slots']}p{b['ptr_slots']}"
+        recs = b.get("precision", {})
+        rec = recs.get(target) if isinstance(recs, dict) else None
+        if rec is None and full.get("precision") in ("fp32", "fp16"):
+            rec = dict(full, derived="the full memory_attention's (no per-bucket record)")
+        if not isinstance(rec, dict) or rec.get("precision") != full.get("precision"):
+            got = rec.get("precision") if isinstance(rec, dict) else "not recorded"
+            raise ArtifactError(f"{folder}/manifest.json: memory_attention slot bucket {name} ({target}) precision is "
+                                f"{got}, the full memory_attention's is {full.get('precision')}; re-export the folder")
+        out[kp] = rec
+    return out
 
 
 def manifest_buckets(doc: dict, target: str) -> list:
