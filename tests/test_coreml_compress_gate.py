@@ -150,6 +150,8 @@ def test_stage_precision_picks_the_compressed_stages():
 
     assert coreml_compress_plan("int8", "mask_decoder=fp16,image_encoder=palettize6") == {
         "image_encoder": "palettize6", "memory_attention": "int8", "mask_decoder": "fp16", "memory_encoder": "int8"}
+    assert coreml_compress_plan("palettize6", None)["mask_decoder"] == "fp16"  # the measured default
+    assert coreml_compress_plan("palettize6", "mask_decoder=palettize6")["mask_decoder"] == "palettize6"
     v = Variant.create(("coreml",), "none", "mask_decoder=fp16", None, False, None, "int8")
     assert not v.quantized and v.compresses("image_encoder", "coreml") and not v.compresses("mask_decoder", "coreml")
     with pytest.raises(ExportError, match="compresses nothing"):
