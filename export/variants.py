@@ -129,6 +129,7 @@ class Variant:
                 f"delegated {100 * info['delegated_fraction']:.0f}% of nodes")
         self.records[(stage, target)] = {
             "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
+            "fp32_layers": info.get("fp32_layers", []),
             "kept_fp32_layers": list(keep),
             "calibration": "none needed (dynamic activation quantisation)"}
         if not verify:
