@@ -224,7 +224,8 @@ class Variant:
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
                                                EagerBackend(model, capacities=caps), cases)
             tracking["fix"] = ("the plan to try next keeps the stage measured most sensitive in fp32: "
-                               "--stage-precision mask_decoder=fp32 (the default plans do; then memory_encoder=fp32; "
+                               "--stage-precision mask_decoder=fp32 (the default plans quantise only its MLPs; "
+                               "then memory_encoder=fp32; "
                                "benchmarks/quantization_sensitivity.py measures each stage)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
             for name, c in tracking["cases"].items():
