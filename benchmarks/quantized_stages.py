@@ -26,7 +26,7 @@ SCHEMES = ("fp32", "int8", "int8-4w")
 
 def export_programs(model, stages, schemes, out: Path, examples: dict, log) -> dict:
     from etam_export import executorch as etx
-    from etam_export import quantize
+    from etam_export import plan, quantize
     from etam_export.exporter import torch_export
 
     mods = model.stages(for_export=True)
@@ -43,10 +43,14 @@ def export_programs(model, stages, schemes, out: Path, examples: dict, log) -> d
                 etx.write(torch_export(mods[stage].eval(), examples[stage], stage), tmp, stage, "executorch", "fp32")
                 rep = {}
             else:
-                rep = quantize.write(mods[stage].eval(), examples[stage], tmp, stage, scheme)
+                # the default plan's fp32 exceptions of this stage and scheme (plan.KEEP_FP32_LAYERS)
+                rep = quantize.write(mods[stage].eval(), examples[stage], tmp, stage, scheme,
+                                     skip_fp32=plan.keep_fp32_layers(stage, scheme))
             tmp.rename(path)
             reports[f"{stage}.{scheme}"] = {k: rep.get(k) for k in ("layers", "tables_computed_in_graph",
                                                                    "delegated_fraction")}
+            if scheme != "fp32":
+                reports[f"{stage}.{scheme}"]["kept_fp32"] = list(plan.keep_fp32_layers(stage, scheme))
             log(f"{stage} {scheme}: {path.stat().st_size / 2**20:.2f} MiB in {time.perf_counter() - t0:.0f} s "
                 f"{reports[f'{stage}.{scheme}']}")
     return reports

@@ -235,7 +235,24 @@ def census(gm: torch.fx.GraphModule) -> dict:
             prec = "fp32"
         counts.setdefault(kind, {}).setdefault(prec, 0)
         counts[kind][prec] += 1
-    return {"layers": counts}
+    return {"layers": counts, "fp32_layers": fp32_layer_names(gm)}
+
+
+def fp32_layer_names(gm: torch.fx.GraphModule) -> list:
+    """Module names of the linear/conv layers whose weights stayed fp32 (plan exceptions, layer
+    kinds the quantizer has no pattern for, tiny weights), so the manifest names them."""
+    names = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or not any(node.target in ops for ops in _WEIGHTED.values()):
+            continue
+        if "dequantize" in (_source(node) or ""):
+            continue
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        name = str(stack[-1][0]) if stack else node.name
+        name = name.removeprefix("stage.")  # the size-table wrapper (_TablesInGraph)
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def partitioners():

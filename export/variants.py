@@ -147,6 +147,7 @@ class Variant:
                 f"delegated {100 * info['delegated_fraction']:.0f}% of nodes")
         self.records[(name, target)] = {
             "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
+            "fp32_layers": info.get("fp32_layers", []),
             "kept_fp32_layers": list(keep),
             "calibration": "none needed (dynamic activation quantisation)"}
         if key:
@@ -272,7 +273,8 @@ class Variant:
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
                                                EagerBackend(model, capacities=caps), cases)
             tracking["fix"] = ("the plan to try next keeps the stage measured most sensitive in fp32: "
-                               "--stage-precision mask_decoder=fp32 (the default plans do; then memory_encoder=fp32; "
+                               "--stage-precision mask_decoder=fp32 (the default plans quantise only its MLPs; "
+                               "then memory_encoder=fp32; "
                                "benchmarks/quantization_sensitivity.py measures each stage)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
             for name, c in tracking["cases"].items():

@@ -76,7 +76,11 @@ def check_int8_records(doc, stages):
         assert rec["precision"] == "int8" and "XNNPACKQuantizer" in rec["scheme"]
         layers = rec["layers"]
         # every linear of the stage is int8 (convs: the decoder's transposed convs stay fp32, see README)
-        assert layers["linear"].get("int8", 0) > 0 and layers["linear"].get("fp32", 0) == 0, (stage, layers)
+        # every linear the plan does not keep fp32 is int8 (the default keeps most of the mask decoder's)
+        assert layers["linear"].get("int8", 0) > 0, (stage, layers)
+        assert rec["kept_fp32_layers"] or layers["linear"].get("fp32", 0) == 0, (stage, layers)
+        # the manifest names every layer left fp32, and the plan's exceptions are among them
+        assert all(any(n.startswith(p) for n in rec["fp32_layers"]) for p in rec["kept_fp32_layers"]), rec
         psnr_gate = rec["gates"][0]
         assert psnr_gate["ok"] and psnr_gate["min_psnr_db"] >= gates.MIN_PSNR["int8"], (stage, psnr_gate)
     # Chained tracking is measured and recorded; on the tiny synthetic model it is a lower
@@ -164,15 +168,48 @@ def test_tracking_gate_fails_a_broken_variant():
     assert lines and CASE in lines[0] and "mean mask IoU" in lines[0] and ">= 0.97" in lines[0]
 
 
-def test_default_plans_keep_the_mask_decoder_fp32():
-    """The measured split (README): the mask decoder alone misses chained tracking at int8."""
+def test_default_plans_quantise_only_the_mask_decoders_mlps():
+    """The measured split (README): int8 on the whole mask decoder misses chained tracking; only
+    its two-way transformer's MLPs are quantised, the rest of it stays fp32."""
     from etam_export import plan
 
     for scheme in ("int8", "int8-4w"):
         p = plan.executorch_plan(scheme, None)
-        assert p["mask_decoder"] == "fp32" and p["memory_encoder"] == "int8"
+        assert p["mask_decoder"] == "int8" and p["memory_encoder"] == "int8"
         assert p["image_encoder"] == p["memory_attention"] == scheme
-    assert plan.executorch_plan("int8", "mask_decoder=int8")["mask_decoder"] == "int8"  # still overridable
+    keep = plan.keep_fp32_layers("mask_decoder", "int8")
+    assert "decoder.transformer.layers.0.cross_attn_image_to_token" in keep and "obj_ptr_proj" in keep
+    assert not any(k.startswith("decoder.transformer.layers.0.mlp") or k == "decoder.transformer" for k in keep)
+    assert plan.executorch_plan("int8", "mask_decoder=fp32")["mask_decoder"] == "fp32"  # still overridable
+
+
+def test_kept_fp32_layers_appear_in_the_census():
+    """Every layer a default plan keeps fp32 (plan.KEEP_FP32_LAYERS) is named fp32 by the census
+    of the quantised stage, which the manifest records (`fp32_layers`); every other linear is
+    quantised."""
+    from etam_export import plan
+
+    model, _ = tiny()
+    mods = model.stages(for_export=True)
+    examples = example_inputs(model.cfg, Capacities(), model.stages())
+    todo = {}
+    for stages in plan.DEFAULT_EXECUTORCH_PLANS.values():
+        for stage, prec in stages.items():
+            if prec != plan.FP32 and plan.keep_fp32_layers(stage, prec):
+                todo[(stage, prec)] = plan.keep_fp32_layers(stage, prec)
+    assert ("mask_decoder", "int8") in todo  # the measured split (README "Which layers stay fp32")
+    for (stage, prec), keep in todo.items():
+        weighted = {n for n, m in mods[stage].named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d,
+                                                                                torch.nn.ConvTranspose2d))}
+        assert all(any(n.startswith(p) for n in weighted) for p in keep), (stage, keep)  # no stale prefix
+        linears = {n for n, m in mods[stage].named_modules() if isinstance(m, torch.nn.Linear)}
+        kept = {n for n in linears if n.startswith(keep)}
+        assert kept, (stage, keep)
+        _, rep = quantize.quantized_program(mods[stage].eval(), examples[stage], prec, stage, skip_fp32=keep)
+        assert kept <= set(rep["fp32_layers"]), (stage, kept - set(rep["fp32_layers"]))
+        assert not (linears - kept) & set(rep["fp32_layers"]), (stage, rep["fp32_layers"])
+        lin = rep["layers"]["linear"]
+        assert lin.get("fp32", 0) + lin.get("fp32-tiny", 0) == len(kept) and lin.get("int8", 0) > 0, (stage, lin)
 
 
 def test_bad_variant_arguments_fail_before_any_work(tmp_path, capsys):
@@ -299,7 +336,7 @@ def test_coreml_compress_arguments():
 @pytest.mark.parametrize("scheme", ["int8", "int8-4w"])
 def test_ti_512_quantised_export_gates_and_size(scheme, ti512_model, tmp_path):
     """efficienttam_ti_512x512 with the default plan, gated; quantised artifacts vs the fp32 programs
-    (the default plans keep the mask decoder fp32, so the size targets apply per quantised stage)."""
+    (the default plans keep most of the mask decoder fp32, so the size targets apply to the big stages)."""
     from etam_export import executorch as etx
     from etam_export.exporter import torch_export
 
