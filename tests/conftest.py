@@ -108,6 +108,24 @@ def ti512_export(ti512_model):
     shutil.rmtree(root, ignore_errors=True)
 
 
+# ---- one stage exported on its own (Core ML plan and compression tests) ---------------------
+
+def exported_stage(model, stage: str, seed: int = 0):
+    """(spec, example inputs, torch.export program, eager outputs) of one stage of `model` at the
+    default capacities, the example inputs made as the exporter makes them (seed `seed`): what a
+    test that converts or emulates a single stage starts from."""
+    from etam_export.common import example_inputs, run_eager
+    from etam_export.exporter import torch_export
+    from etam_mobile.contracts import Capacities, stage_specs
+
+    caps = Capacities()
+    stages = {k: v.eval() for k, v in model.stages(for_export=True).items()}
+    inputs = example_inputs(model.cfg, caps, stages, seed=seed)[stage]
+    ep = torch_export(stages[stage], inputs, stage)
+    ref = run_eager(model.stages()[stage].eval(), inputs)
+    return stage_specs(model.cfg, caps)[stage], inputs, ep, ref
+
+
 # ---- the tiny config's one export, shared by every test that reads exported graphs ----------
 
 @functools.lru_cache(maxsize=None)

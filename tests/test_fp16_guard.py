@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from etam_mobile.contracts import Capacities, stage_specs
+from etam_mobile.contracts import Capacities
 
 from etam_export import ExportError, coreml, coreml_tracking, export_model, fp16_guard, gates
 from etam_export import precision as mixed
-from etam_export.common import example_inputs, run_eager
-from etam_export.exporter import torch_export
 from etam_export.variants import load_calibration
+
+from conftest import exported_stage
 
 CASE = "ti_plain_two_objects"
 BLOCK = 1  # the block whose MLP overflows
@@ -59,13 +59,8 @@ def tiny_overflow():
 
 def _stage_plans(model, weights, frames, tmp: Path, modes, stage="image_encoder"):
     """{mode: (plan, verify result, write info)} for one stage converted under each plan."""
-    caps = Capacities()
-    stages = {k: v.eval() for k, v in model.stages(for_export=True).items()}
-    inputs = example_inputs(model.cfg, caps, stages)[stage]
-    spec = stage_specs(model.cfg, caps)[stage]
-    ep = torch_export(stages[stage], inputs, stage)
-    ref = run_eager(model.stages()[stage], inputs)
-    cal = fp16_guard.calibration_inputs(model, caps, frames)[stage]
+    spec, inputs, ep, ref = exported_stage(model, stage)
+    cal = fp16_guard.calibration_inputs(model, Capacities(), frames)[stage]
     out = {}
     for mode in modes:
         plan = fp16_guard.plan_stage(stage, ep, mode, [inputs, *cal], "test")
