@@ -105,23 +105,17 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
-    import torch
+    from bench_setup import set_threads, synthetic_model
 
     from etam_export.common import example_inputs
-    from etam_mobile.checkpoint import load_model
-    from etam_mobile.configs import get_config
-    from etam_mobile.contracts import Capacities
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
     if args.threads:
-        torch.set_num_threads(args.threads)
-        from executorch.extension.pybindings import portable_lib
-
-        portable_lib._unsafe_reset_threadpool(args.threads)
-    model, _ = load_model(get_config(args.config), None, seed=0, quiet=True)
-    examples = example_inputs(model.cfg, Capacities(), model.stages(), seed=5)
+        set_threads(args.threads)
+    _, model, caps = synthetic_model(args.config)
+    examples = example_inputs(model.cfg, caps, model.stages(), seed=5)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages, schemes = args.stages.split(","), args.schemes.split(",")

@@ -21,6 +21,11 @@ import torch
 from etam_mobile.configs import ModelConfig
 from etam_mobile.contracts import STAGES, Capacities, TensorSpec, stage_specs
 from etam_mobile.runtime.exported import artifact_sha256  # noqa: F401  (one hashing rule for both sides)
+from etam_mobile.runtime.torchao_noise import silence_torchao_kernel_warnings
+
+# Before any exporter imports ExecuTorch / torchao quantisation / coremltools (all import torchao,
+# some outside quiet_converters): torchao's "Failed to load ..._C_*.so" lines are noise.
+silence_torchao_kernel_warnings()
 
 # fp16 gate on Core ML: 35 dB is apple/ml-stable-diffusion's gate per converted stage; it
 # means an RMS error under 1.8 % of the output's peak, i.e. mask logits that only move near
@@ -246,5 +251,6 @@ def import_quietly(module: str):
     """Import a converter package with its import-time warnings silenced."""
     import importlib
 
+    silence_torchao_kernel_warnings()
     with quiet_converters():
         return importlib.import_module(module)

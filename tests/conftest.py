@@ -93,7 +93,10 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def ti512_export(ti512_model):
     """ExecuTorch + ONNX fp32 export of ti512_model, made once per session and shared by the
-    exported tracking and image-mode parity tests."""
+    exported tracking and image-mode parity tests. Without slot buckets (the full graph runs
+    every frame, no bucket graphs to lower): buckets vs the full graph's values are checked on the tiny
+    export (test_slot_buckets.py::test_runtime_runs_the_smallest_bucket_with_the_full_graphs_values,
+    both backends), so the parity here is of the stages themselves."""
     import shutil
     import tempfile
 
@@ -103,9 +106,27 @@ def ti512_export(ti512_model):
     folder = f"{root}/export"
     # verify=False: the parity tests that use it check the exported graphs end to end.
     export_model(ti512_model, folder, targets=("executorch", "onnx"), precision="fp32",
-                 weights_info={"synthetic": True, "seed": 5}, quiet=True, verify=False)
+                 weights_info={"synthetic": True, "seed": 5}, quiet=True, verify=False, slot_buckets=False)
     yield folder
     shutil.rmtree(root, ignore_errors=True)
+
+
+# ---- one stage exported on its own (Core ML plan and compression tests) ---------------------
+
+def exported_stage(model, stage: str, seed: int = 0):
+    """(spec, example inputs, torch.export program, eager outputs) of one stage of `model` at the
+    default capacities, the example inputs made as the exporter makes them (seed `seed`): what a
+    test that converts or emulates a single stage starts from."""
+    from etam_export.common import example_inputs, run_eager
+    from etam_export.exporter import torch_export
+    from etam_mobile.contracts import Capacities, stage_specs
+
+    caps = Capacities()
+    stages = {k: v.eval() for k, v in model.stages(for_export=True).items()}
+    inputs = example_inputs(model.cfg, caps, stages, seed=seed)[stage]
+    ep = torch_export(stages[stage], inputs, stage)
+    ref = run_eager(model.stages()[stage].eval(), inputs)
+    return stage_specs(model.cfg, caps)[stage], inputs, ep, ref
 
 
 # ---- the tiny config's one export, shared by every test that reads exported graphs ----------

@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from etam_mobile.contracts import Capacities, stage_specs
+from etam_mobile.contracts import Capacities
 
 from etam_export import ExportError, coreml, coreml_tracking, export_model, fp16_guard, gates
 from etam_export import precision as mixed
-from etam_export.common import example_inputs, run_eager
-from etam_export.exporter import torch_export
 from etam_export.variants import load_calibration
+
+from conftest import exported_stage, tiny
 
 CASE = "ti_plain_two_objects"
 BLOCK = 1  # the block whose MLP overflows
@@ -59,13 +59,8 @@ def tiny_overflow():
 
 def _stage_plans(model, weights, frames, tmp: Path, modes, stage="image_encoder"):
     """{mode: (plan, verify result, write info)} for one stage converted under each plan."""
-    caps = Capacities()
-    stages = {k: v.eval() for k, v in model.stages(for_export=True).items()}
-    inputs = example_inputs(model.cfg, caps, stages)[stage]
-    spec = stage_specs(model.cfg, caps)[stage]
-    ep = torch_export(stages[stage], inputs, stage)
-    ref = run_eager(model.stages()[stage], inputs)
-    cal = fp16_guard.calibration_inputs(model, caps, frames)[stage]
+    spec, inputs, ep, ref = exported_stage(model, stage)
+    cal = fp16_guard.calibration_inputs(model, Capacities(), frames)[stage]
     out = {}
     for mode in modes:
         plan = fp16_guard.plan_stage(stage, ep, mode, [inputs, *cal], "test")
@@ -208,6 +203,32 @@ def test_guard_that_cannot_run_is_a_one_line_error(tmp_path, monkeypatch):
                                           r"--calibration"):
         export_model(model, tmp_path / "o", targets=("coreml",), weights_info=weights, quiet=True, slot_buckets=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_calibration_tracking_runs_once_for_every_stage_and_bucket(monkeypatch):
+    """The guard's fp32 calibration tracking is run once per export: every stage reads it and
+    each memory-attention slot bucket measures it cut to its slots (exporter._export_bucket)."""
+    from etam_export.exporter import _Calibration, bucket_cut
+    from etam_mobile.contracts import STAGES, slot_buckets
+
+    calls, real = [], fp16_guard.calibration_inputs
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fp16_guard, "calibration_inputs", counting)
+    model, _ = tiny()
+    frames, label = load_calibration(None)
+
+    class Variant:
+        def frames(self):
+            return frames[:3], label
+
+    cal = _Calibration(model, Capacities(), Variant(), lambda msg: None)
+    assert all(cal.inputs(stage) for stage in STAGES)
+    cut = [[bucket_cut(a, k, p) for a in cal.inputs("memory_attention")] for k, p in slot_buckets(model.cfg, Capacities())]
+    assert len(calls) == 1 and any(c is not None for per in cut for c in per)
 
 
 # ---- full size (slow) ----------------------------------------------------------------------

@@ -20,12 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
-from etam_mobile.contracts import STAGES, Capacities, stage_specs
+from etam_mobile.contracts import STAGES, Capacities
 from etam_mobile.manifest import artifact_precision, read_manifest
 
 from etam_export import ExportError, export_model
 from etam_export import gates, quantize
 from etam_export.common import example_inputs, run_eager
+
+from conftest import exported_stage
 
 CASE = "ti_plain_two_objects"  # 5 frames, a click + negative click and a box
 
@@ -292,13 +294,9 @@ def test_coreml_compressed_weights_are_read_back_and_emulated(tmp_path):
     every compressed weight maps back to a PyTorch parameter, and the emulated error grows
     as bits go down (the emulation really uses the package's weights)."""
     from etam_export import coreml, coreml_compress
-    from etam_export.exporter import torch_export
 
     model, weights = tiny()
-    spec = stage_specs(model.cfg, Capacities())["memory_attention"]
-    inputs = example_inputs(model.cfg, Capacities(), model.stages(), seed=1)["memory_attention"]
-    ep = torch_export(model.stages(for_export=True)["memory_attention"].eval(), inputs, "memory_attention")
-    ref = run_eager(model.stages()["memory_attention"].eval(), inputs)
+    spec, inputs, ep, ref = exported_stage(model, "memory_attention", seed=1)
     sizes, psnrs = {}, {}
     for scheme in ("fp16", "int8", "palettize4"):
         path = tmp_path / f"{scheme}.mlpackage"

@@ -244,6 +244,9 @@ class ExecuTorchBackend(ExportedBackend):
             return self._load_program(path)
 
     def _load_program(self, path: Path):
+        from .torchao_noise import silence_torchao_kernel_warnings
+
+        silence_torchao_kernel_warnings()  # executorch.runtime imports torchao
         from executorch.runtime import Runtime
 
         load_custom_ops()

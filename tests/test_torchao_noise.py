@@ -1,0 +1,36 @@
+"""torchao's import-time "Failed to load .../torchao/_C_*.so" lines (optional CUDA / mxfp8
+kernels a CPU install cannot load) are dropped from every export / ExecuTorch run; other
+torchao messages still pass."""
+import importlib.util
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from etam_mobile.runtime.torchao_noise import silence_torchao_kernel_warnings
+
+
+def test_only_the_kernel_library_lines_are_dropped(caplog):
+    silence_torchao_kernel_warnings()
+    silence_torchao_kernel_warnings()  # idempotent
+    log = logging.getLogger("torchao")
+    assert len([f for f in log.filters if type(f).__name__ == "_MissingKernelLibraries"]) == 1
+    with caplog.at_level(logging.WARNING, logger="torchao"):
+        log.warning("Failed to load /venv/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: "
+                    "Could not load this library")
+        log.warning("Skipping import of cpp extensions due to incompatible torch version")
+        logging.getLogger("coremltools").warning("Failed to load _MLModelProxy: no libcoremlpython")
+    assert [r.getMessage()[:20] for r in caplog.records] == ["Skipping import of c", "Failed to load _MLMo"]
+
+
+def test_importing_the_quantisation_stack_prints_no_torchao_library_line():
+    """A fresh interpreter importing what an export imports (ExecuTorch's lowering imports
+    torchao): stderr has no such line."""
+    spec = importlib.util.find_spec("torchao")  # (not imported here: the child imports it)
+    if spec is None or not list(Path(spec.origin).parent.glob("_C*.so")):
+        pytest.skip("this torchao has no optional kernel libraries to fail on")
+    err = subprocess.run([sys.executable, "-c", "import etam_export.common, executorch.exir"],
+                         capture_output=True, text=True, timeout=600).stderr
+    assert not [ln for ln in err.splitlines() if "Failed to load" in ln and "torchao" in ln], err
