@@ -207,7 +207,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                     plan = coreml_plans[stage] = _guard(stage, ep, coreml_modes[stage], inputs,
                                                         calibration_inputs, log)
                 if stage == "memory_attention" and bucket_list and target in METHOD_TARGETS:
-                    deferred[target] = (ep, inputs, ref)
+                    # its own exported program: lowering for the other targets may change `ep` in place
+                    deferred[target] = (torch_export(stages[stage], inputs, stage), inputs, ref)
                     artifacts[stage][target] = rel
                     continue
                 if variant.compresses(stage, target):
@@ -311,9 +312,11 @@ def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precis
     ep = torch_export(stages["memory_attention"], inputs, "memory_attention")
     log(f"[bucket] memory_attention k={k} p={p}: torch.export {time.perf_counter() - t0:.1f} s")
     entry = {"memory_slots": k, "ptr_slots": p, "artifacts": {}, "reports": {}}
+    own_ep = None  # the methods' own exported program (lowering for other targets may change `ep`)
     for target in targets:
         if programs and target in programs:
-            programs[target][bucket_method(k, p)] = (ep, inputs, ref)
+            own_ep = own_ep or torch_export(stages["memory_attention"], inputs, "memory_attention")
+            programs[target][bucket_method(k, p)] = (own_ep, inputs, ref)
             entry["artifacts"][target] = f"memory_attention{TARGET_SUFFIX[target]}"
             entry.setdefault("methods", {})[target] = bucket_method(k, p)
             continue
