@@ -13,7 +13,11 @@ from . import __version__
 from .configs import ModelConfig
 from .contracts import MASK_BIAS, NO_OBJ_SCORE, Capacities, stage_specs
 
-FORMAT_VERSION = 1
+# 2: a slot bucket may be a METHOD of a multi-method program (`slot_buckets[].methods`, below);
+# 1: every bucket its own file. This runtime reads both; readers of 1 refuse 2 cleanly instead of
+# running the shared file's full-graph "forward" with a bucket's inputs.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 TARGETS = ("executorch", "executorch-coreml", "coreml", "onnx")
 TARGET_SUFFIX = {"executorch": ".pte", "executorch-coreml": ".coreml.pte", "coreml": ".mlpackage", "onnx": ".onnx"}
@@ -35,8 +39,11 @@ def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision:
     """`artifacts` maps stage -> {target: relative path}; `checksums` maps relative path -> sha256;
     `producers` maps package -> version that wrote the artifacts (executorch, coremltools): the
     apps refuse artifacts from versions their runtime does not read.
-    `slot_buckets`: smaller memory-attention graphs, [{"memory_slots", "ptr_slots", "artifacts"}],
-    written as stages.memory_attention.slot_buckets (contracts.choose_slot_bucket picks one).
+    `slot_buckets`: smaller memory-attention graphs, [{"memory_slots", "ptr_slots", "artifacts",
+    optional "methods"}], written as stages.memory_attention.slot_buckets (contracts.choose_slot_bucket
+    picks one). `methods` maps a target to the method of its artifact that runs the bucket (ExecuTorch
+    programs hold the buckets as methods of memory_attention.pte); without an entry the artifact's
+    "forward" runs (a file per bucket).
     `mask_prompt`: the constants mask prompts need (etam_mobile/runtime/mask_prompt.py)."""
     specs = stage_specs(cfg, caps)
     model = asdict(cfg)
@@ -84,7 +91,8 @@ def build_manifest(cfg: ModelConfig, caps: Capacities, weights: dict, precision:
         "tool": {"etam_mobile": __version__, **(extra or {})},
     }
     doc["stages"]["memory_attention"]["slot_buckets"] = [
-        {"memory_slots": int(b["memory_slots"]), "ptr_slots": int(b["ptr_slots"]), "artifacts": dict(b["artifacts"])}
+        {"memory_slots": int(b["memory_slots"]), "ptr_slots": int(b["ptr_slots"]), "artifacts": dict(b["artifacts"]),
+         **({"methods": dict(b["methods"])} if b.get("methods") else {})}
         for b in (slot_buckets or [])
     ]
     return doc
@@ -121,10 +129,10 @@ def read_manifest(folder: Path) -> dict:
         msg = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ValueError(f"{path} is not valid JSON ({msg}); re-export the folder") from None
     version = doc.get("format_version") if isinstance(doc, dict) else None
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):
         shown = repr(version) if len(repr(version)) <= 40 else repr(version)[:37] + "..."
         raise ValueError(
-            f"{path} has format_version {shown}, this runtime reads {FORMAT_VERSION}; "
+            f"{path} has format_version {shown}, this runtime reads {' and '.join(map(str, READABLE_FORMAT_VERSIONS))}; "
             "re-export with this version of etam-mobile"
         )
     for key in ("config", "capacities", "stages", "checksums", "weights"):

@@ -214,25 +214,49 @@ def _delegation(graph_module: torch.fx.GraphModule) -> dict:
 
 def write(ep, path: Path, stage: str, target: str, precision: str,
           fused_attention: bool = FUSED_ATTENTION_DEFAULT, query_chunk: int | None = QUERY_CHUNK_DEFAULT) -> dict:
-    """Lower an exported stage and write the .pte; returns delegation info."""
+    """Lower an exported stage and write the .pte (one method, "forward"); returns delegation info."""
+    return write_methods({"forward": ep}, path, stage, target, precision, fused_attention, query_chunk)
+
+
+def write_methods(programs: dict, path: Path, stage: str, target: str, precision: str,
+                  fused_attention: bool = FUSED_ATTENTION_DEFAULT, query_chunk: int | None = QUERY_CHUNK_DEFAULT,
+                  decomposition: dict | None = None, partitioners=None) -> dict:
+    """Lower {method name: exported program} into ONE .pte and write it; returns delegation info.
+
+    Why one file: ExecuTorch stores constant data once per program, shared by its methods (the
+    XNNPACK delegate keys its weights by content), so the memory attention's slot buckets as
+    methods of one program weigh one copy of the weights instead of one per bucket. "forward"
+    (first) is the stage's full graph, the one readers of single-method programs run.
+    decomposition / partitioners: defaults are this target's (fp32); the quantised path passes
+    its own (export/quantize.py). The report is forward's delegation plus per-method
+    `methods` entries when there is more than one."""
     try:
         from executorch.exir import to_edge_transform_and_lower
     except ImportError as exc:
         raise ExportError(f"ExecuTorch is not installed ({exc}); pip install executorch", stage, target) from None
+    if not programs:
+        raise ExportError("no exported program to lower", stage, target)
     try:
         with quiet_converters():
-            if target == "executorch":
-                ep = ep.run_decompositions(decompositions(stage, fused_attention, query_chunk))
-            edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner(target, precision)])
-            info = _delegation(edge.exported_program().graph_module)
+            table = decomposition if decomposition is not None else (
+                decompositions(stage, fused_attention, query_chunk) if target == "executorch" else None)
+            eps = {name: (ep.run_decompositions(table) if table is not None else ep) for name, ep in programs.items()}
+            parts = partitioners if partitioners is not None else [_partitioner(target, precision)]
+            edge = to_edge_transform_and_lower(eps if len(eps) > 1 else next(iter(eps.values())), partitioner=parts)
+            per = {name: _delegation(edge.exported_program(name).graph_module) for name in eps} if len(eps) > 1 \
+                else {next(iter(eps)): _delegation(edge.exported_program().graph_module)}
             program = edge.to_executorch()
             Path(path).write_bytes(program.buffer)
     except ExportError:
         raise
     except Exception as exc:
         raise wrap_error(exc, stage, target, "lowering to ExecuTorch") from exc
+    info = dict(per.get("forward") or next(iter(per.values())))
+    if len(per) > 1:
+        info["methods"] = {name: {k: d[k] for k in ("delegated_fraction", "delegated_nodes", "total_nodes")}
+                           for name, d in per.items()}
     info["precision"] = precision if target == "executorch-coreml" else "fp32"
-    info["fused_attention"] = "llama.custom_sdpa.default" in info["not_delegated_ops"]
+    info["fused_attention"] = any("llama.custom_sdpa.default" in d["not_delegated_ops"] for d in per.values())
     if info["fused_attention"]:
         info["runtime_needs"] = "ExecuTorch LLM custom ops (llama::custom_sdpa)"
     return info
@@ -249,9 +273,11 @@ def load(path: Path):
     return runtime, program
 
 
-def check_signature(program, spec: StageSpec) -> list:
-    """Problems between the program's forward signature and the contract (empty = fine)."""
-    meta = program.metadata("forward")
+def check_signature(program, spec: StageSpec, method: str = "forward") -> list:
+    """Problems between one method's signature and the contract (empty = fine)."""
+    if method not in program.method_names:
+        return [f"no method {method!r} (it has {', '.join(sorted(program.method_names))})"]
+    meta = program.metadata(method)
     problems = []
     if meta.num_inputs() != len(spec.inputs) or meta.num_outputs() != len(spec.outputs):
         return [f"{meta.num_inputs()} inputs / {meta.num_outputs()} outputs, contract has "
@@ -266,18 +292,20 @@ def check_signature(program, spec: StageSpec) -> list:
     return problems
 
 
-def verify(path: Path, spec: StageSpec, target: str, inputs: list, ref: list, precision: str) -> dict:
+def verify(path: Path, spec: StageSpec, target: str, inputs: list, ref: list, precision: str,
+           method: str = "forward") -> dict:
+    """Run one method of the written program on `inputs` and compare with eager's `ref`."""
     runtime, program = load(path)
-    problems = check_signature(program, spec)
+    problems = check_signature(program, spec, method)
     if problems:
-        raise ExportError(f"{Path(path).name} does not match the contract: {'; '.join(problems)}", spec.name, target)
+        where = f"{Path(path).name}" + (f" method {method}" if method != "forward" else "")
+        raise ExportError(f"{where} does not match the contract: {'; '.join(problems)}", spec.name, target)
     backend = BACKEND_ID[target]
     if not runtime.backend_registry.is_available(backend):
         return {"numeric": "skipped", "reason": f"this ExecuTorch runtime has no {backend} (needs an Apple device)",
                 "signature": "ok"}
     with quiet_converters():
-        method = program.load_method("forward")
-        out = method.execute(list(torch_inputs(inputs)))
+        out = program.load_method(method).execute(list(torch_inputs(inputs)))
     got = [o.detach().numpy() for o in out]
     res = parity(ref, got, [t.name for t in spec.outputs], precision if target == "executorch-coreml" else "fp32")
     res["signature"] = "ok"

@@ -32,6 +32,15 @@ from .common import (DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, arti
 PRECISIONS = ("fp32", "fp16")
 # Targets with an fp16 path; ExecuTorch-XNNPACK and ONNX artifacts are always fp32.
 FP16_TARGETS = ("coreml", "executorch-coreml")
+# Targets whose memory-attention slot buckets are METHODS of the one memory_attention program
+# ("forward" = the full graph, then e.g. "k7p16"), sharing one copy of the weights (executorch.
+# write_methods). Other targets write one file per bucket.
+METHOD_TARGETS = ("executorch",)
+
+
+def bucket_method(k: int, p: int) -> str:
+    """The method name of a k-memory / p-pointer slot bucket in a multi-method program."""
+    return f"k{k}p{p}"
 
 
 def parse_targets(targets) -> tuple:
@@ -182,6 +191,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
     log(f"exporting {cfg.name} ({', '.join(targets)}, {what}) -> {out}")
     try:
         tmp = atomic.make_partial(out)
+        bucket_list = contract_slot_buckets(cfg, caps) if slot_buckets and variant.compress == "fp16" else []
+        deferred = {}  # target -> the full memory attention, written with its buckets as methods
         for i, stage in enumerate(STAGES, 1):
             spec, inputs = specs[stage], examples[stage]
             ref = run_eager(reference[stage], inputs)
@@ -195,6 +206,12 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                 if target == "coreml" and precision == "fp16" and coreml_modes[stage] != "fp32":
                     plan = coreml_plans[stage] = _guard(stage, ep, coreml_modes[stage], inputs,
                                                         calibration_inputs, log)
+                if stage == "memory_attention" and bucket_list and target in METHOD_TARGETS and \
+                        not variant.compresses(stage, target):  # quantised buckets stay files (quantize.write)
+                    # its own exported program: lowering for the other targets may change `ep` in place
+                    deferred[target] = (torch_export(stages[stage], inputs, stage), inputs, ref)
+                    artifacts[stage][target] = rel
+                    continue
                 if variant.compresses(stage, target):
                     info, line = variant.export_stage(stages[stage], reference[stage], ep, tmp / rel, spec, inputs,
                                                       ref, target, verify, cfg, weights, coreml_plan=plan)
@@ -227,15 +244,23 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
         if coreml_missed and not allow_failing_gates:
             raise ExportError("accuracy gate missed: " + "; ".join(coreml_missed) +
                               " (or pass --allow-failing-gates to write the variant marked failing)")
-        buckets = []
-        for k, p in (contract_slot_buckets(cfg, caps) if slot_buckets and variant.compress == "fp16" else []):
+        buckets, programs = [], {t: {"forward": d} for t, d in deferred.items()}
+        for k, p in bucket_list:
             bucket = _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights,
-                                    verify, tmp, log, coreml_modes, calibration_inputs, allow_failing_gates, variant)
+                                    verify, tmp, log, coreml_modes, calibration_inputs, allow_failing_gates, variant,
+                                    programs)
             buckets.append(bucket)
             reports[f"memory_attention.k{k}p{p}"] = bucket.pop("reports")
+        for target, methods in programs.items():
+            rel = artifacts["memory_attention"][target]
+            reports["memory_attention"][target], method_reports = _export_methods(
+                target, methods, tmp / rel, specs["memory_attention"], cfg, target_precision(target, precision), verify, log)
+            for b in buckets:
+                reports[f"memory_attention.k{b['memory_slots']}p{b['ptr_slots']}"][target] = \
+                    method_reports[b["methods"][target]]
         rels = [rel for per in artifacts.values() for rel in per.values()]
         rels += [rel for b in buckets for rel in b["artifacts"].values()]
-        checksums = {rel: artifact_sha256(tmp / rel) for rel in rels}
+        checksums = {rel: artifact_sha256(tmp / rel) for rel in dict.fromkeys(rels)}
         extra = {
             "exporter": "etam_export",
             "versions": _versions(),
@@ -285,16 +310,26 @@ def bucket_key(k: int, p: int) -> str:
 
 
 def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precision, weights, verify, tmp, log,
-                   coreml_modes=None, calibration=None, allow_failing=False, variant=None):
+                   coreml_modes=None, calibration=None, allow_failing=False, variant=None, programs=None):
     """One memory-attention slot bucket for every target; returns its manifest entry (+ reports).
     A target the variant quantises gets the bucket quantised as the full memory attention is
-    (variants.Variant.export_stage: same scheme, kept-fp32 layers and gates)."""
+    (variants.Variant.export_stage: same scheme, kept-fp32 layers and gates; own file). For a
+    target in `programs` ({target: {method: (ep, inputs, ref)}}, the METHOD_TARGETS) the bucket
+    is added there as a method of memory_attention's program, written afterwards by
+    _export_methods; the others get their own file."""
     spec = memory_attention_spec(cfg, k, p)
     inputs = bucket_inputs(examples["memory_attention"], k, p)
     ref = run_eager(reference["memory_attention"], inputs)
     entry = {"memory_slots": k, "ptr_slots": p, "artifacts": {}, "reports": {}}
     ep = None
+    own_ep = None  # the methods' own exported program (lowering for other targets may change `ep`)
     for target in targets:
+        if programs and target in programs:
+            own_ep = own_ep or torch_export(stages["memory_attention"], inputs, "memory_attention")
+            programs[target][bucket_method(k, p)] = (own_ep, inputs, ref)
+            entry["artifacts"][target] = f"memory_attention{TARGET_SUFFIX[target]}"
+            entry.setdefault("methods", {})[target] = bucket_method(k, p)
+            continue
         rel = f"memory_attention.k{k}p{p}{TARGET_SUFFIX[target]}"
         if variant is not None and variant.compresses("memory_attention", target):
             log(f"[bucket] memory_attention k={k} p={p}: {variant.plan['memory_attention']}")
@@ -341,6 +376,47 @@ def _record_buckets(doc: dict, variant, reports: dict) -> None:
                     rec["gates"] = [{"on": "example inputs", "gate": ver["gate"], "ok": ver["ok"]}]
             recs[target] = rec
         b["precision"] = recs
+
+
+def _export_methods(target, methods: dict, path: Path, spec, cfg, precision: str, verify: bool, log) -> tuple:
+    """Write the memory attention and its slot buckets as methods of one program (`methods`:
+    {name: (exported program, example inputs, eager outputs)}, "forward" first) and check every
+    method against eager. Returns (report of the program, {method: its report})."""
+    t1 = time.perf_counter()
+    eps = {name: m[0] for name, m in methods.items()}
+    try:
+        info = executorch.write_methods(eps, path, spec.name, target, precision)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise wrap_error(exc, spec.name, target, "export") from exc
+    info["export_s"] = round(time.perf_counter() - t1, 2)
+    info["bytes"] = artifact_size(path)
+    log(f"      {target:17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  memory_attention with "
+        f"{len(eps) - 1} slot bucket(s) as methods ({', '.join(eps)})  delegated "
+        f"{100 * info['delegated_fraction']:.0f}% of nodes")
+    per = {name: {"method": name, "artifact": Path(path).name, **info.get("methods", {}).get(name, {})}
+           for name in eps}
+    if not verify:
+        return info, per
+    for name, (ep, inputs, ref) in methods.items():
+        mspec = spec if name == "forward" else memory_attention_spec(cfg, inputs[1].shape[0], inputs[4].shape[0])
+        t2 = time.perf_counter()
+        try:
+            res = executorch.verify(path, mspec, target, inputs, ref, precision, method=name)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise wrap_error(exc, spec.name, target, f"verification of method {name}") from exc
+        if "outputs" in res and not res["ok"]:
+            bad = [k for k, v in res["outputs"].items() if not v.get("ok")]
+            raise ExportError(f"parity check failed on {', '.join(bad)} of method {name} ({res['gate']}; "
+                              f"{parity_summary(res)})", spec.name, target)
+        rep = info if name == "forward" else per[name]
+        rep["verify"], rep["verify_s"] = res, round(time.perf_counter() - t2, 2)
+        if "outputs" in res:
+            log(f"      {target:17s} method {name:8s} parity {parity_summary(res)}")
+    return info, per
 
 
 def bucket_cut(arrays: list, k: int, p: int):

@@ -108,10 +108,17 @@ def _round(x, nd=6):
 
 
 def _buckets(cfg, targets) -> list:
-    """The exporter's slot buckets with placeholder artifact names (no export is run)."""
-    return [{"memory_slots": k, "ptr_slots": p,
-             "artifacts": {t: f"memory_attention.k{k}p{p}{TARGET_SUFFIX[t]}" for t in targets}}
-            for k, p in slot_buckets(cfg, CAPS)]
+    """The exporter's slot buckets with placeholder artifact names (no export is run): methods of
+    memory_attention's program for the exporter's METHOD_TARGETS, one file each for the others."""
+    from etam_export.exporter import METHOD_TARGETS, bucket_method
+
+    out = []
+    for k, p in slot_buckets(cfg, CAPS):
+        arts = {t: f"memory_attention{TARGET_SUFFIX[t]}" if t in METHOD_TARGETS else
+                f"memory_attention.k{k}p{p}{TARGET_SUFFIX[t]}" for t in targets}
+        methods = {t: bucket_method(k, p) for t in targets if t in METHOD_TARGETS}
+        out.append({"memory_slots": k, "ptr_slots": p, "artifacts": arts, **({"methods": methods} if methods else {})})
+    return out
 
 
 def manifest_block(cfg, mask_prompt: dict | None = None) -> dict:
@@ -390,7 +397,7 @@ def sample_manifest(cfg) -> dict:
             checksums[rel] = hashlib.sha256(f"placeholder {rel}".encode()).hexdigest()
     buckets = _buckets(cfg, ("executorch", "coreml"))
     for b in buckets:
-        for rel in b["artifacts"].values():
+        for rel in b["artifacts"].values():  # (a shared program's checksum is the stage's own)
             checksums[rel] = hashlib.sha256(f"placeholder {rel}".encode()).hexdigest()
     return build_manifest(cfg, CAPS, {"synthetic_seed": SEED}, "fp16", artifacts, checksums,
                           {"etam_mobile": "fixture", "note": "sample manifest for reader tests; no artifacts exist"},

@@ -41,16 +41,22 @@ def ensure_artifacts(model, folder: Path | None, backends, quiet: bool, workdir:
 
 
 def artifact_sizes(folder: Path | None, target: str) -> dict:
+    """Bytes per stage of `target`'s artifacts: every file the manifest names for it (a stage's
+    artifact and its slot buckets'), each distinct file counted once (buckets that are methods of
+    the stage's own program add nothing; one file per bucket adds that file)."""
     if folder is None:
         return {}
     from etam_export.common import artifact_size
 
     doc = json.loads((folder / "manifest.json").read_text())
-    out = {}
+    out, seen = {}, set()
     for stage, st in doc["stages"].items():
-        rel = st.get("artifacts", {}).get(target)
-        if rel and (folder / rel).exists():
-            out[stage] = artifact_size(folder / rel)
+        rels = [st.get("artifacts", {}).get(target)]
+        rels += [b.get("artifacts", {}).get(target) for b in st.get("slot_buckets", []) if isinstance(b, dict)]
+        files = [rel for rel in dict.fromkeys(rels) if rel and rel not in seen and (folder / rel).exists()]
+        seen.update(files)
+        if files:
+            out[stage] = sum(artifact_size(folder / rel) for rel in files)
     return out
 
 

@@ -135,15 +135,25 @@ class ExportedBackend:
         full = (self.capacities.memory_slots(self.cfg), self.capacities.ptr_slots(self.cfg))
         self.bucket_paths = {(b["memory_slots"], b["ptr_slots"]): self.folder / b["artifacts"][target]
                              for b in manifest_buckets(doc, target)}
+        # The method of that artifact a bucket runs: format 2 names one when the buckets are methods
+        # of one program (ExecuTorch: memory_attention.pte's "k7p16"); else the file's "forward".
+        self.bucket_methods = {(b["memory_slots"], b["ptr_slots"]): b.get("methods", {}).get(target, "forward")
+                               for b in manifest_buckets(doc, target)}
         self.slot_buckets = [*self.bucket_paths, full]
         self.bucket_specs = {kp: memory_attention_spec(self.cfg, *kp) for kp in self.bucket_paths}
         self.bucket_precision = bucket_precisions(doc, target, self.precision["memory_attention"], self.folder)
         self.bucket_calls = {kp: 0 for kp in self.slot_buckets}
         self._runners = {s: self._open(p) for s, p in self.paths.items()}
-        self._runners.update({kp: self._open(p) for kp, p in self.bucket_paths.items()})
+        self._runners.update({kp: self._open(p, self.bucket_methods[kp]) for kp, p in self.bucket_paths.items()})
 
-    def _open(self, path: Path):
+    def _open(self, path: Path, method: str = "forward"):
         raise NotImplementedError
+
+    def _one_method(self, path: Path, method: str) -> None:
+        """Targets without multi-method programs run a file's only graph."""
+        if method != "forward":
+            raise ArtifactError(f"{self.folder}/manifest.json names method {method!r} of {path.name}, but {self.target} "
+                                "artifacts have one graph each; re-export the folder")
 
     def _call(self, runner, spec, arrays: list) -> list:
         raise NotImplementedError
@@ -239,11 +249,11 @@ def _without_native_lines(marker: str):
 class ExecuTorchBackend(ExportedBackend):
     name = "executorch"
 
-    def _open(self, path: Path):
+    def _open(self, path: Path, method: str = "forward"):
         with _without_native_lines("cpuinfo_utils"):  # ExecuTorch prints a cpuinfo line on every load
-            return self._load_program(path)
+            return self._load_method(path, method)
 
-    def _load_program(self, path: Path):
+    def _load_method(self, path: Path, method: str):
         from .torchao_noise import silence_torchao_kernel_warnings
 
         silence_torchao_kernel_warnings()  # executorch.runtime imports torchao
@@ -251,10 +261,18 @@ class ExecuTorchBackend(ExportedBackend):
 
         load_custom_ops()
         runtime = Runtime.get()
-        # The Program must outlive its Method: the method's weights live in the program.
-        program = runtime.load_program(str(path))
+        # One Program per file, whatever number of its methods run (the slot buckets are methods of
+        # memory_attention.pte); each runner holds its Program, which must outlive the Method: the
+        # method's weights live in the program (a Method of a freed Program crashes).
+        programs = self.__dict__.setdefault("_programs", {})
+        program = programs.get(path)
+        if program is None:
+            program = programs[path] = runtime.load_program(str(path))
+        if method not in program.method_names:
+            raise ArtifactError(f"{path.name} has no method {method!r} (it has {', '.join(sorted(program.method_names))}), "
+                                "which manifest.json names for a memory-attention slot bucket; re-export the folder")
         try:
-            return program, program.load_method("forward")
+            return program, program.load_method(method)
         except RuntimeError as exc:
             raise ArtifactError(f"{path.name} cannot be loaded by this ExecuTorch runtime ({exc}); a "
                                 f"{self.target} program needs its delegate (registered: "
@@ -285,9 +303,10 @@ class OnnxBackend(ExportedBackend):
         self.threads = int(threads)
         self._runners = {key: self._open(self.paths.get(key) or self.bucket_paths[key]) for key in self._runners}
 
-    def _open(self, path: Path):
+    def _open(self, path: Path, method: str = "forward"):
         import onnxruntime as ort
 
+        self._one_method(path, method)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
@@ -301,9 +320,10 @@ class OnnxBackend(ExportedBackend):
 class CoreMLBackend(ExportedBackend):
     name = "coreml"
 
-    def _open(self, path: Path):
+    def _open(self, path: Path, method: str = "forward"):
         import coremltools as ct
 
+        self._one_method(path, method)
         return ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
 
     def _call(self, runner, spec, arrays):
@@ -363,11 +383,16 @@ def _check_buckets(doc: dict, folder: Path) -> None:
                 and 1 <= p <= caps["ptr_slots"] and isinstance(b.get("artifacts"), dict)):
             raise ArtifactError(f"{folder}/manifest.json has a bad memory_attention slot bucket {b!r} (capacities "
                                 f"{caps['memory_slots']} memory / {caps['ptr_slots']} pointer slots); re-export it")
+        methods = b.get("methods", {})
+        if not isinstance(methods, dict) or not all(
+                isinstance(m, str) and m.isidentifier() and t in b["artifacts"] for t, m in methods.items()):
+            raise ArtifactError(f"{folder}/manifest.json: memory_attention slot bucket [{k}, {p}] has bad methods "
+                                f"{methods!r} (target -> method name of its artifact); re-export it")
 
 
 def verify_checksums(folder: Path, doc: dict, rel_paths) -> None:
     """Every artifact exists and hashes to the manifest's SHA-256 (else: name it, say re-export)."""
-    for rel in rel_paths:
+    for rel in dict.fromkeys(rel_paths):  # slot buckets may share their stage's file: hash it once
         path = folder / rel
         want = doc["checksums"].get(rel)
         if want is None:

@@ -97,7 +97,10 @@ public struct TrackerConfig: Sendable {
 
 /// manifest.json of an export folder: the one contract shared with the Python exporter.
 public struct Manifest: Sendable {
-    public static let formatVersion = 1
+    /// Newest format the exporter writes; 2 lets a slot bucket be a method of a shared program.
+    public static let formatVersion = 2
+    /// Formats this app reads: 1 (one file per slot bucket) and 2 (SlotBucket.methods).
+    public static let readableFormatVersions = [1, 2]
     public static let fileName = "manifest.json"
     public static let stageNames = ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder"]
     /// Ordered input and output names of each stage (etam_mobile/contracts.py).
@@ -180,7 +183,7 @@ public struct Manifest: Sendable {
             throw EtamError.manifest("\(source) is not valid JSON (\(e.message)); copy the export folder again")
         }
         let version = root.dict["format_version"]
-        if version?.intValue != formatVersion {
+        if !readableFormatVersions.contains(where: { version?.intValue == $0 }) {
             let shown: String
             switch version {
             case .number(let d)?: shown = d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
@@ -188,7 +191,7 @@ public struct Manifest: Sendable {
             case .bool(let b)?: shown = String(b)
             default: shown = "null"
             }
-            throw EtamError.manifest("\(source) has format_version \(shown), this app reads \(formatVersion); re-export with the etam-mobile version that matches this app")
+            throw EtamError.manifest("\(source) has format_version \(shown), this app reads \(readableFormatVersions.map(String.init).joined(separator: " and ")); re-export with the etam-mobile version that matches this app")
         }
         do {
             return try build(root, source: source)

@@ -1,16 +1,23 @@
 import Foundation
 
-/// One memory-attention graph: its slot counts and its artifact per target (manifest.json).
+/// One memory-attention graph: its slot counts, its artifact per target and, where the artifact is a
+/// multi-method program (format 2: ExecuTorch buckets are methods of memory_attention.pte, one copy of
+/// the weights), the method per target that runs it (manifest.json). Core ML buckets are files.
 public struct SlotBucket: Equatable {
     public let memorySlots: Int
     public let ptrSlots: Int
     public let artifacts: [String: String]
+    public let methods: [String: String]
 
-    public init(memorySlots: Int, ptrSlots: Int, artifacts: [String: String] = [:]) {
+    public init(memorySlots: Int, ptrSlots: Int, artifacts: [String: String] = [:], methods: [String: String] = [:]) {
         self.memorySlots = memorySlots
         self.ptrSlots = ptrSlots
         self.artifacts = artifacts
+        self.methods = methods
     }
+
+    /// The method of artifacts[target] to run: the named one, else the file's only graph, "forward".
+    public func method(_ target: String) -> String { methods[target] ?? "forward" }
 }
 
 /// Memory-attention inputs cut to one bucket's slot counts (valid slots come first).
@@ -55,7 +62,18 @@ public enum SlotBuckets {
                 let a = try b.obj("artifacts")
                 for key in a.dict.keys { art[key] = try a.string(key) }
             }
-            return SlotBucket(memorySlots: k, ptrSlots: p, artifacts: art)
+            var methods: [String: String] = [:]
+            if b.has("methods") {
+                let m = try b.obj("methods")
+                for key in m.dict.keys {
+                    let name = try m.string(key)
+                    guard art[key] != nil, !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                        throw EtamError.manifest("\(m.path).\(key): method '\(name)' of slot bucket [\(k), \(p)] is not a method name of one of its artifacts; re-export the folder")
+                    }
+                    methods[key] = name
+                }
+            }
+            return SlotBucket(memorySlots: k, ptrSlots: p, artifacts: art, methods: methods)
         }
     }
 

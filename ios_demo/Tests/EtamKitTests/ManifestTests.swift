@@ -33,7 +33,7 @@ final class ManifestTests: XCTestCase {
 
     func testWrongFormatVersionIsAClearError() throws {
         let sample = try Fixtures.text("manifest.json")
-        expectError(sample.replacingOccurrences(of: "\"format_version\": 1", with: "\"format_version\": 2"), ["format_version 2", "reads 1", "re-export"])
+        expectError(sample.replacingOccurrences(of: "\"format_version\": 2", with: "\"format_version\": 3"), ["format_version 3", "reads 1 and 2", "re-export"])
     }
 
     func testBrokenFilesAreClearErrors() throws {
@@ -96,7 +96,7 @@ final class ProducerAndJSONTests: XCTestCase {
         XCTAssertThrowsError(try o.double("s"))
         XCTAssertThrowsError(try JSONObject.parse(Data("[1]".utf8), what: "doc"))
         let sample = try Fixtures.text("manifest.json")
-        let boolVersion = sample.replacingOccurrences(of: "\"format_version\": 1", with: "\"format_version\": true")
+        let boolVersion = sample.replacingOccurrences(of: "\"format_version\": 2", with: "\"format_version\": true")
         XCTAssertThrowsError(try Manifest.parse(Data(boolVersion.utf8))) { e in
             XCTAssertTrue((e as? EtamError)?.message.contains("format_version true") ?? false, "\(e)")
         }

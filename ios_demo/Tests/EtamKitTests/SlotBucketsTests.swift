@@ -44,7 +44,14 @@ final class SlotBucketsTests: XCTestCase {
         let cands = try SlotBuckets.candidates(listed, manifest: m, target: "executorch")
         XCTAssertEqual(cands.last?.memorySlots, m.tracker.memorySlots)
         XCTAssertEqual(cands.last?.ptrSlots, m.tracker.ptrSlots)
-        for b in cands.dropLast() { XCTAssertEqual(b.artifacts["executorch"], "memory_attention.k\(b.memorySlots)p\(b.ptrSlots).pte") }
+        // Format 2: ExecuTorch buckets are methods of the stage's own program; Core ML buckets stay files.
+        for b in cands.dropLast() {
+            XCTAssertEqual(b.artifacts["executorch"], "memory_attention.pte")
+            XCTAssertEqual(b.method("executorch"), "k\(b.memorySlots)p\(b.ptrSlots)")
+            XCTAssertEqual(b.artifacts["coreml"], "memory_attention.k\(b.memorySlots)p\(b.ptrSlots).mlpackage")
+            XCTAssertEqual(b.method("coreml"), "forward")
+        }
+        XCTAssertEqual(cands.last?.method("executorch"), "forward")
         XCTAssertEqual(try SlotBuckets.candidates(listed, manifest: m, target: "onnx").count, 1)
         let cfg = m.tracker
         let slot = cfg.memDim * cfg.featSize * cfg.featSize
@@ -58,5 +65,21 @@ final class SlotBucketsTests: XCTestCase {
         XCTAssertEqual(got.memFeats.count, 4 * slot)
         XCTAssertEqual(got.memTpos, [10, 11, 12, 13])
         XCTAssertEqual(got.ptrValid, [1, 1, 1, 0])
+    }
+
+    func testMethodNamesAreChecked() throws {
+        let m = try Manifest.parse(try Fixtures.data("manifest.json"))
+        // A format-1 manifest (one file per bucket, no methods) runs each file's "forward".
+        let v1 = try Fixtures.text("manifest.json").replacingOccurrences(
+            of: #",\s*"methods": \{[^}]*\}"#, with: "", options: .regularExpression)
+        let plain = try SlotBuckets.parse(manifest: try JSONObject.parse(Data(v1.utf8), what: "v1"), tracker: m.tracker)
+        XCTAssertFalse(plain.isEmpty)
+        for b in plain { XCTAssertEqual(b.method("executorch"), "forward") }
+        // A method for a target the bucket has no artifact for is a clear error.
+        let bad = try Fixtures.text("manifest.json").replacingOccurrences(of: "\"methods\": {", with: "\"methods\": {\"onnx\": \"k1p1\", ")
+        XCTAssertThrowsError(try SlotBuckets.parse(manifest: try JSONObject.parse(Data(bad.utf8), what: "bad"), tracker: m.tracker)) { e in
+            let msg = (e as? EtamError)?.message ?? ""
+            XCTAssertTrue(msg.contains("onnx") && msg.contains("re-export"), msg)
+        }
     }
 }

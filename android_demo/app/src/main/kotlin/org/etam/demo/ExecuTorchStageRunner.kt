@@ -22,7 +22,7 @@ class ModelException(message: String) : RuntimeException(message)
  * refilled per call.
  */
 class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: String = "executorch") : StageRunner {
-    private class Stage(val name: String, val module: Module, specs: List<TensorSpec>) {
+    private class Stage(val name: String, val module: Module, specs: List<TensorSpec>, val method: String = "forward") {
         val buffers = specs.map { s ->
             if (s.dtype == "int32") Tensor.allocateIntBuffer(s.count) else Tensor.allocateFloatBuffer(s.count)
         }
@@ -45,7 +45,7 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
         }
 
         fun run(): Array<EValue> = try {
-            module.forward(*inputs)
+            module.execute(method, *inputs)
         } catch (t: Throwable) {
             throw ModelException("$name failed on this phone (${t.message}); re-export the folder with the executorch version this app uses")
         }
@@ -88,10 +88,16 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
         // Smaller memory-attention graphs (SlotBuckets.kt): the smallest that holds the valid slots
         // runs. An export with fused attention uses ExecuTorch's LLM custom op llama::custom_sdpa,
         // which the executorch-android AAR ships with its LLM custom-ops library.
+        // Format 2: the buckets are methods of memory_attention.pte (one copy of the weights), so the
+        // module already loaded for the stage runs them too; format 1: one file (its "forward") each.
         bucketCandidates = SlotBuckets.candidates(manifest, target)
         val specs = manifest.stage("memory_attention").inputs
+        val modules = HashMap<String, Module>()
+        modules[manifest.artifact("memory_attention", target)] = loaded.getValue("memory_attention").module
         bucketStages = bucketCandidates.dropLast(1).associate { b ->
-            val file = File(folder, b.artifacts.getValue(target))
+            val rel = b.artifacts.getValue(target)
+            val method = b.method(target)
+            val file = File(folder, rel)
             if (!file.isFile) throw ModelException("${file.name} is missing from ${folder.path}; copy the whole export folder again")
             val shapes = specs.map { t ->
                 val shape = t.shape.copyOf()
@@ -101,10 +107,16 @@ class ExecuTorchStageRunner(folder: File, val manifest: Manifest, val target: St
                 }
                 TensorSpec(t.name, shape, t.dtype)
             }
-            val module = try { Module.load(file.absolutePath) } catch (t: Throwable) {
-                throw ModelException("${file.name} could not be loaded (${t.message}); it needs a $target runtime with the LLM custom ops")
+            val module = modules.getOrPut(rel) {
+                try { Module.load(file.absolutePath) } catch (t: Throwable) {
+                    throw ModelException("${file.name} could not be loaded (${t.message}); it needs a $target runtime with the LLM custom ops")
+                }
             }
-            Pair(b.memorySlots, b.ptrSlots) to Stage("memory_attention", module, shapes)
+            val rc = try { module.loadMethod(method) } catch (t: Throwable) {
+                throw ModelException("${file.name}: method $method of slot bucket $b could not be loaded (${t.message}); re-export the folder")
+            }
+            if (rc != 0) throw ModelException("${file.name}: loading method $method failed (ExecuTorch error 0x${Integer.toHexString(rc)}); re-export the folder")
+            Pair(b.memorySlots, b.ptrSlots) to Stage("memory_attention", module, shapes, method)
         }
         loadMs = (System.nanoTime() - t0) / 1e6
     }

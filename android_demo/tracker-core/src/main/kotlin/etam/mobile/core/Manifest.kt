@@ -118,7 +118,10 @@ class Manifest(
             "${completeTargets.joinToString().ifEmpty { "none" }}); re-export with --targets $target")
 
     companion object {
-        const val FORMAT_VERSION = 1
+        /** Newest format written by the exporter; 2 lets a slot bucket be a method of a shared program. */
+        const val FORMAT_VERSION = 2
+        /** Formats this app reads: 1 (one file per slot bucket) and 2 (SlotBucket.methods). */
+        val READABLE_FORMAT_VERSIONS = listOf(1, 2)
         const val FILE_NAME = "manifest.json"
         val STAGES = listOf("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
@@ -145,9 +148,10 @@ class Manifest(
                 throw ManifestException("$source is not valid JSON (${e.message}); copy the export folder again")
             }
             val version = root.map["format_version"]
-            if (version != FORMAT_VERSION.toDouble()) {
+            if (READABLE_FORMAT_VERSIONS.none { version == it.toDouble() }) {
                 val shown = if (version is Double && version == Math.rint(version)) version.toLong().toString() else version.toString()
-                throw ManifestException("$source has format_version $shown, this app reads $FORMAT_VERSION; " +
+                throw ManifestException("$source has format_version $shown, this app reads " +
+                    "${READABLE_FORMAT_VERSIONS.joinToString(" and ")}; " +
                     "re-export with the etam-mobile version that matches this app")
             }
             try {

@@ -1,7 +1,15 @@
 package etam.mobile.core
 
-/** One memory-attention graph: its slot counts and its artifact per target (manifest.json). */
-class SlotBucket(val memorySlots: Int, val ptrSlots: Int, val artifacts: Map<String, String>) {
+/**
+ * One memory-attention graph: its slot counts, its artifact per target and, where the artifact is a
+ * multi-method program (format 2: ExecuTorch buckets are methods of memory_attention.pte, sharing one
+ * copy of the weights), the method per target that runs it (manifest.json).
+ */
+class SlotBucket(val memorySlots: Int, val ptrSlots: Int, val artifacts: Map<String, String>,
+                 val methods: Map<String, String> = emptyMap()) {
+    /** The method of artifacts[target] to execute: the named one, else the file's only graph, "forward". */
+    fun method(target: String): String = methods[target] ?: "forward"
+
     override fun toString() = "[$memorySlots, $ptrSlots]"
 }
 
@@ -49,7 +57,19 @@ object SlotBuckets {
                 val a = b.obj("artifacts")
                 for (key in a.map.keys) art[key] = a.string(key)
             }
-            SlotBucket(k, p, art)
+            val methods = LinkedHashMap<String, String>()
+            if (b.has("methods")) {
+                val m = b.obj("methods")
+                for (key in m.map.keys) {
+                    val name = m.string(key)
+                    if (!art.containsKey(key) || name.isEmpty() || !name.all { it.isLetterOrDigit() || it == '_' }) {
+                        throw ManifestException("${m.path}.$key: method '$name' of slot bucket [$k, $p] is not a method " +
+                            "name of one of its artifacts; re-export the folder")
+                    }
+                    methods[key] = name
+                }
+            }
+            SlotBucket(k, p, art, methods)
         }
     }
 

@@ -48,8 +48,8 @@ class ManifestTest {
 
     @Test
     fun wrongFormatVersionIsAClearError() {
-        expectError(sample.replaceFirst("\"format_version\": 1", "\"format_version\": 2"), "format_version 2", "reads 1", "re-export")
-        expectError(sample.replaceFirst("\"format_version\": 1,", ""), "format_version null")
+        expectError(sample.replaceFirst("\"format_version\": 2", "\"format_version\": 3"), "format_version 3", "reads 1 and 2", "re-export")
+        expectError(sample.replaceFirst("\"format_version\": 2,", ""), "format_version null")
     }
 
     @Test

@@ -51,9 +51,49 @@ class SlotBucketsTest {
         assertEquals(m.tracker.memorySlots, full.memorySlots)
         assertEquals(m.tracker.ptrSlots, full.ptrSlots)
         assertEquals(m.artifact("memory_attention", "executorch"), full.artifacts["executorch"])
-        for (b in cands.dropLast(1)) assertEquals("memory_attention.k${b.memorySlots}p${b.ptrSlots}.pte", b.artifacts["executorch"])
+        assertEquals("forward", full.method("executorch"))
+        // Format 2: ExecuTorch buckets are methods of the stage's own program (one copy of the weights).
+        for (b in cands.dropLast(1)) {
+            assertEquals("memory_attention.pte", b.artifacts["executorch"])
+            assertEquals("k${b.memorySlots}p${b.ptrSlots}", b.method("executorch"))
+        }
+        // Core ML buckets stay files, each run through its only graph.
+        for (b in SlotBuckets.candidates(m, "coreml").dropLast(1)) {
+            assertEquals("memory_attention.k${b.memorySlots}p${b.ptrSlots}.mlpackage", b.artifacts["coreml"])
+            assertEquals("forward", b.method("coreml"))
+        }
         // A target without bucket artifacts falls back to the full graph alone.
         assertEquals(1, SlotBuckets.candidates(m, "onnx").size)
+    }
+
+    @Test
+    fun formatOneManifestWithOneFilePerBucketStillLoads() {
+        // The format-1 form of the sample: no methods, each ExecuTorch bucket its own file.
+        val v1 = Fixtures.text("manifest.json").replaceFirst("\"format_version\": 2", "\"format_version\": 1")
+            .replace(Regex(",\\s*\"methods\": \\{[^}]*\\}"), "")
+            .replace(Regex("(\"memory_slots\": (\\d+),\\s*\"ptr_slots\": (\\d+),\\s*\"artifacts\": \\{\\s*\"executorch\": \")memory_attention\\.pte")) {
+                "${it.groupValues[1]}memory_attention.k${it.groupValues[2]}p${it.groupValues[3]}.pte"
+            }
+        assertTrue(!v1.contains("\"methods\""))
+        val m = Manifest.parse(v1)
+        assertEquals(1, m.formatVersion)
+        val cands = SlotBuckets.candidates(m, "executorch")
+        assertTrue(cands.size >= 2)
+        for (b in cands.dropLast(1)) {
+            assertEquals("memory_attention.k${b.memorySlots}p${b.ptrSlots}.pte", b.artifacts["executorch"])
+            assertEquals("forward", b.method("executorch"))
+        }
+    }
+
+    @Test
+    fun aMethodForATargetWithoutArtifactIsAClearError() {
+        val bad = Fixtures.text("manifest.json").replaceFirst("\"methods\": {", "\"methods\": {\"onnx\": \"k1p1\", ")
+        try {
+            Manifest.parse(bad)
+            throw AssertionError("accepted a method for a target the bucket has no artifact for")
+        } catch (e: ManifestException) {
+            assertTrue(e.message!!, e.message!!.contains("onnx") && e.message!!.contains("re-export"))
+        }
     }
 
     @Test
