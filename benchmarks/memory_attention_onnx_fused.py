@@ -8,7 +8,8 @@ process with the calls alternated (a shared machine's load hits all of them alik
 For each valid-slot count n (n memories, n pointers valid) the slot bucket the runtime picks
 (contracts.choose_slot_bucket) is exported twice (plain, fused); for each thread count the eager
 stage (EagerBackend, torch threads) and both ONNX Runtime sessions (intra-op threads) are timed.
-Also records each graph's largest deviation from eager (fp32 parity).
+Also records each graph's largest deviation from eager (fp32 parity). `--profile` adds ONNX
+Runtime's per-node profile (op type -> ms per call, summed over nodes) of both graphs.
 """
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ from pathlib import Path
 import numpy as np
 
 
+def op_profile(path: Path, opts, feed: dict, prefix: Path, runs: int = 2) -> dict:
+    """ONNX Runtime's node profile of `runs` calls (after a warm-up): op type -> ms per call."""
+    import onnxruntime as ort
+
+    opts.enable_profiling, opts.profile_file_prefix = True, str(prefix)
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    opts.enable_profiling = False
+    for _ in range(runs + 1):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    per_op: dict = {}
+    run_calls = [e for e in events if e.get("name") == "model_run"]
+    first = run_calls[0]["ts"] + run_calls[0]["dur"] if run_calls else 0  # skip the warm-up call
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first:
+            op = e["args"].get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / runs
+    return {k: round(v, 1) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="efficienttam_ti_512x512")
@@ -29,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="2,1", help="thread counts to measure (comma-separated)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", action="store_true", help="add ONNX Runtime's per-op-type profile of each graph")
     args = ap.parse_args(argv)
     import onnxruntime as ort
     import torch
@@ -95,6 +117,9 @@ def main(argv=None) -> int:
                    "peak_abs_eager": float(np.abs(ref).max())}
             row["ratio_to_eager_median"] = {key: round(row["median_ms"][key] / row["median_ms"]["eager"], 3)
                                             for key in times if key != "eager"}
+            if args.profile:
+                row["profile_ms_per_call"] = {v: op_profile(pth, opts, feed, work / f"prof_{v}_{t}")
+                                              for v, pth in paths.items()}
             row["fused_over_plain_median"] = round(row["median_ms"]["onnx_fused"] / row["median_ms"]["onnx_plain"], 3)
             row["fused_over_plain_min"] = round(row["min_ms"]["onnx_fused"] / row["min_ms"]["onnx_plain"], 3)
             rows.append(row)
