@@ -122,3 +122,23 @@ def test_fused_memory_attention_graph_matches_eager_stage(config, slots, tmp_pat
     assert res["ok"]
     got = onnx_export.session(tmp_path / "ma.onnx").run(None, {t.name: a for t, a in zip(spec.inputs, inputs)})[0]
     assert np.abs(got - ref[0]).max() < 1e-4 * np.abs(ref[0]).max()
+
+
+def test_onnx_backend_names_the_artifact_a_runtime_cannot_load(tmp_path):
+    """An ONNX Runtime without an op the graph uses (e.g. a build without contrib ops) gives one
+    ArtifactError naming the file and the fix, not ONNX Runtime's multi-line error."""
+    from onnx import TensorProto, helper
+
+    from etam_mobile.runtime.exported import ArtifactError, OnnxBackend
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.microsoft")], "g", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    onnx.save(model, str(tmp_path / "memory_attention.onnx"))
+    backend = OnnxBackend.__new__(OnnxBackend)  # only _open is exercised
+    with pytest.raises(ArtifactError, match=r"memory_attention\.onnx cannot be loaded by this ONNX Runtime .*"
+                                            r"contrib ops.*re-export") as info:
+        backend._open(tmp_path / "memory_attention.onnx")
+    assert "\n" not in str(info.value)
