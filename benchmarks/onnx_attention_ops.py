@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -34,8 +33,9 @@ def build(variant: str, n: int, m: int, d: int, dv: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     s = float(1 / np.sqrt(d))
-    q, k = rng.standard_normal((1, n, d)).astype(np.float32), rng.standard_normal((1, m, d)).astype(np.float32)
-    v = rng.standard_normal((1, m, dv)).astype(np.float32)
+    # float32 straight away: no large temporaries, so the peak RSS before a call is its current RSS
+    q, k = rng.standard_normal((1, n, d), dtype=np.float32), rng.standard_normal((1, m, d), dtype=np.float32)
+    v = rng.standard_normal((1, m, dv), dtype=np.float32)
     bias = np.where(np.arange(m) % 8 == 7, -1e4, 0.0).astype(np.float32)  # masked slots
 
     def vi(name, arr):
@@ -79,15 +79,29 @@ def session(model: bytes, threads: int):
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def call_peak_mib(variant: str, n: int, m: int, d: int, dv: int) -> float:
+    """Peak RSS above the RSS before one call (Linux: VmHWM reset through /proc/self/clear_refs)."""
+    model, feeds = build(variant, n, m, d, dv)
+    sess = session(model, 1)
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark to the current RSS
+    sess.run(None, feeds)
+    return round((_status_kib("VmHWM") - before) / 1024, 1)
+
+
 def extra_peak_mib(variant: str, n: int, m: int, d: int, dv: int) -> float:
-    """Growth of peak RSS during one call, in a fresh process (ru_maxrss is per process)."""
-    code = ("import resource,sys; sys.path.insert(0, %r); import onnx_attention_ops as b; "
-            "mo, f = b.build(%r, %d, %d, %d, %d); s = b.session(mo, 1); "
-            "r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; s.run(None, f); "
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r) / 1024)") % (
-        str(Path(__file__).parent), variant, n, m, d, dv)
+    """call_peak_mib in a fresh process (freed buffers of other variants would hide the peak)."""
+    code = ("import sys; sys.path.insert(0, %r); import onnx_attention_ops as b; "
+            "print(b.call_peak_mib(%r, %d, %d, %d, %d))") % (str(Path(__file__).resolve().parent), variant, n, m, d, dv)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:

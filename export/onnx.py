@@ -53,6 +53,9 @@ def prepare(stage_module: torch.nn.Module, ep, inputs: list, stage: str):
 # 1.32 materialises the logits on CPU. So the per-key bias becomes one extra key column, as in
 # the ExecuTorch variant: q gets a column of ones, k the bias / scale, and the op's explicit
 # `scale` attribute keeps 1/sqrt(256) (its default would use the widened head).
+# Off by default: measured on this 2-core x86 VM with ONNX Runtime 1.32, the fused ti_512 memory
+# attention took 0.91-1.06x the time of the MatMul-Softmax-MatMul graph (benchmarks/README.md,
+# "Issue 15: fused attention on ONNX Runtime"): no measurable gain, only less peak memory.
 FUSED_ATTENTION_STAGES = ("memory_attention",)
 FUSED_ATTENTION_DEFAULT = False
 MSFT_DOMAIN = "com.microsoft"
