@@ -272,9 +272,9 @@ class OnnxBackend(ExportedBackend):
         except Exception as exc:  # onnxruntime's own exception types (Fail, NotImplemented, InvalidGraph)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"{path.name} cannot be loaded by this ONNX Runtime {ort.__version__} ({reason}); "
-                                "a fused-attention graph needs ONNX Runtime's contrib ops "
-                                "(com.microsoft::MultiHeadAttention, in the full onnxruntime package), "
-                                "or re-export without fused_attention") from None
+                                "use an ONNX Runtime with every op the graph uses (a fused-attention graph needs "
+                                "the contrib op com.microsoft::MultiHeadAttention of the full onnxruntime package) "
+                                "or re-export it for this runtime") from None
 
     def _call(self, runner, spec, arrays):
         return runner.run(None, {t.name: a for t, a in zip(spec.inputs, arrays)})
