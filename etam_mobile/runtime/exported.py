@@ -311,7 +311,14 @@ class OnnxBackend(ExportedBackend):
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types (Fail, NotImplemented, InvalidGraph)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{path.name} cannot be loaded by this ONNX Runtime {ort.__version__} ({reason}); "
+                                "use an ONNX Runtime with every op the graph uses (a fused-attention graph needs "
+                                "the contrib op com.microsoft::MultiHeadAttention of the full onnxruntime package) "
+                                "or re-export it for this runtime") from None
 
     def _call(self, runner, spec, arrays):
         return runner.run(None, {t.name: a for t, a in zip(spec.inputs, arrays)})
