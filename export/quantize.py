@@ -132,11 +132,14 @@ def _size_tables(module: torch.nn.Module) -> list:
         if cfg is None:
             continue
         h = cfg.feat_size
-        def rope(i, d=cfg.d_model, h=h, t=cfg.rope_theta):  # no caching: a cached tensor would be traced as a constant
+        def rope(i, d=cfg.d_model, h=h, t=cfg.rope_theta, pairs=False):  # no caching: a cached tensor would be traced as a constant
+            if pairs:  # the graph-ops form's tables: each angle repeated for both members of its pair
+                return lambda: rope_tables(d, h, h, t)[i].repeat_interleave(2, dim=-1)
             return lambda: rope_tables(d, h, h, t)[i]
 
         for name, fn in (("curr_pos", tokens(cfg.d_model, h)), ("mem_pos", tokens(cfg.mem_dim, h)),
-                         ("rope_cos", rope(0)), ("rope_sin", rope(1))):
+                         ("rope_cos", rope(0)), ("rope_sin", rope(1)),
+                         ("rope_cos2", rope(0, pairs=True)), ("rope_sin2", rope(1, pairs=True))):
             if name in mod._buffers and mod._buffers[name] is not None:
                 found.append((mod, name, fn))
     return found
