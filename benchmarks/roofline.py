@@ -77,16 +77,18 @@ def main(argv=None) -> int:
             (np.arange(K, dtype=np.int32) % (cfg.num_maskmem - 1)), (np.arange(K) < n).astype(np.float32),
             rng.standard_normal((P, C)).astype(np.float32), (np.arange(P) < npt).astype(np.float32)]
     st = doc["stages"]["memory_attention"]
-    files = {(b["memory_slots"], b["ptr_slots"]): b["artifacts"]["executorch"] for b in st.get("slot_buckets", [])
-             if "executorch" in b["artifacts"]}
-    files[(K, P)] = st["artifacts"]["executorch"]
+    # (file, method) per bucket: format 2 keeps the buckets as methods of memory_attention.pte
+    files = {(b["memory_slots"], b["ptr_slots"]): (b["artifacts"]["executorch"],
+                                                   b.get("methods", {}).get("executorch", "forward"))
+             for b in st.get("slot_buckets", []) if "executorch" in b["artifacts"]}
+    files[(K, P)] = (st["artifacts"]["executorch"], "forward")
     buckets = sorted(files)
     k, p = buckets[choose_slot_bucket(buckets, n, npt)]
-    name = files[(k, p)]
+    name, method_name = files[(k, p)]
     cut = [full[0], full[1][:k], full[2][:k], full[3][:k], full[4][:p], full[5][:p]]
     cut_t = [torch.from_numpy(np.ascontiguousarray(a)) for a in cut]
     program = et_export.load(args.artifacts / name)[1]  # keep it alive: the method points into it
-    method = program.load_method("forward")
+    method = program.load_method(method_name)
     eager = EagerBackend(model, caps)
     trimmed = EagerBackend._trim(EagerBackend._trim(list(full), 3, (1, 2, 3)), 5, (4, 5))
     eager_flops = count_flops(model.stages()["memory_attention"].eval(), trimmed)[0]
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     peak = max(gemm_flops / ms["torch_gemm"], gemm_flops / ms["xnnpack_gemm"]) / 1e6  # GFLOP/s
     out = {
         "config": cfg.name, "threads": args.threads, "reps": args.reps, "valid_slots": n, "valid_pointers": npt,
-        "bucket": [k, p], "gemm_shape": [nq, C, nk],
+        "bucket": [k, p], "method": f"{name}:{method_name}", "gemm_shape": [nq, C, nk],
         "command": "python benchmarks/roofline.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "median_ms": ms,
         "gemm_gflops_per_s": {"torch": round(gemm_flops / ms["torch_gemm"] / 1e6, 1),
