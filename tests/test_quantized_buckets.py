@@ -27,14 +27,12 @@ from conftest import exported_tiny
 from test_quantize import CASE, int8_tiny, tiny
 
 # Tracking through the int8 buckets vs the int8 full graph (the same folder without buckets):
-# the memory attention's outputs differ only by XNNPACK's GEMM blocking over a different number
-# of memory rows and the attention over masked slots (weight exp(-1e4) = 0), ~1e-5. With the
-# mask decoder fp32 that stayed ~1e-4 through a whole case (measured: worst |logit diff| 9.2e-5,
-# every mask IoU 1.0); the default int8 plan quantises the decoder's MLPs with per-call
-# activation scales, where a 1e-5 input change can flip a rounding step, so chained over the
-# case the logits move by quantisation noise (measured: worst |diff| 0.40, worst mask IoU 0.995).
-# The bound is on the masks, as for every int8 gate.
-MIN_MASK_IOU = 0.99
+# the two differ only by XNNPACK's GEMM blocking over a different number of memory rows and the
+# attention over masked slots (weight exp(-1e4) = 0), so every low-res logit agrees to this, and
+# every mask to this IoU (measured on ti_plain_two_objects, 12 masks: worst |logit diff| 9.2e-5,
+# every mask IoU 1.0).
+LOGIT_ATOL = 1e-3
+MIN_MASK_IOU = 0.999
 
 
 def _buckets(doc):
@@ -114,8 +112,9 @@ def test_tracking_with_buckets_equals_tracking_without(tmp_path):
     used = [kp for kp, n in with_b.bucket_calls.items() if n]
     assert len(used) >= 2 and with_b.slot_buckets[0] in used, with_b.bucket_calls  # small buckets ran
     assert set(got) == set(ref) and len(got) >= 10
+    worst_diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
     worst_iou = min(gates.mask_iou(got[k] > 0, ref[k] > 0) for k in ref)
-    assert worst_iou >= MIN_MASK_IOU, worst_iou
+    assert worst_diff <= LOGIT_ATOL and worst_iou >= MIN_MASK_IOU, (worst_diff, worst_iou)
 
 
 @pytest.mark.parametrize("edit,want", [
