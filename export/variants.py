@@ -272,10 +272,12 @@ class Variant:
             with torch.inference_mode():
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
                                                EagerBackend(model, capacities=caps), cases)
-            tracking["fix"] = ("the plan to try next keeps the stage measured most sensitive in fp32: "
-                               "--stage-precision mask_decoder=fp32 (the default plans quantise only its MLPs; "
-                               "then memory_encoder=fp32; "
-                               "benchmarks/quantization_sensitivity.py measures each stage)")
+            # the stages by measured sensitivity (README "Which layers stay fp32"): decoder, then image encoder
+            nxt = next((st for st in ("mask_decoder", "image_encoder", "memory_attention")
+                        if self.plan.get(st, plans.FP32) != plans.FP32), "memory_encoder")
+            tracking["fix"] = (f"the plan to try next keeps the most sensitive quantised stage in fp32: "
+                               f"--stage-precision {nxt}=fp32 (benchmarks/quantization_sensitivity.py measures "
+                               "each stage)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
             for name, c in tracking["cases"].items():
                 log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "
