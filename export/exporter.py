@@ -258,6 +258,9 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             for b in buckets:
                 reports[f"memory_attention.k{b['memory_slots']}p{b['ptr_slots']}"][target] = \
                     method_reports[b["methods"][target]]
+        for target in targets:
+            if buckets and variant.compresses("memory_attention", target):
+                _quantized_buckets_as_methods(target, buckets, artifacts, stages, examples, variant, tmp, log)
         rels = [rel for per in artifacts.values() for rel in per.values()]
         rels += [rel for b in buckets for rel in b["artifacts"].values()]
         checksums = {rel: artifact_sha256(tmp / rel) for rel in dict.fromkeys(rels)}
@@ -356,6 +359,54 @@ def _export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precis
         entry["artifacts"][target] = rel
         entry["reports"][target] = info
     return entry
+
+
+def _quantized_buckets_as_methods(target, buckets, artifacts, stages, examples, variant, tmp, log) -> None:
+    """Rewrite a quantised memory attention and its (gated) bucket files as methods of one
+    program, as the fp32 buckets are: one copy of the int8 weights instead of one per file.
+    Each method must give its gated file's outputs (the same quantised graph, lowered again);
+    then the bucket files go and the manifest entries name the methods."""
+    from . import quantize
+    from .executorch import load
+
+    scheme = variant.plan["memory_attention"]
+    rel = artifacts["memory_attention"][target]
+    inputs = {"forward": examples["memory_attention"]}
+    for b in buckets:
+        inputs[bucket_method(b["memory_slots"], b["ptr_slots"])] = bucket_inputs(
+            examples["memory_attention"], b["memory_slots"], b["ptr_slots"])
+    files = {"forward": tmp / rel, **{bucket_method(b["memory_slots"], b["ptr_slots"]): tmp / b["artifacts"][target]
+                                      for b in buckets}}
+
+    def run(path, method, arrays):
+        program = load(path)[1]
+        out = program.load_method(method).execute(list(torch_inputs(arrays)))
+        return [o.detach().numpy().copy() for o in out]
+
+    gated = {name: run(f, "forward", inputs[name]) for name, f in files.items()}
+    t0 = time.perf_counter()
+    combined = tmp / (rel + ".methods")
+    try:
+        quantize.write_methods(stages["memory_attention"], inputs, combined, "memory_attention", scheme,
+                               plans.keep_fp32_layers("memory_attention", scheme))
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise wrap_error(exc, "memory_attention", target, f"{scheme} slot buckets as methods") from exc
+    for name, want in gated.items():
+        got = run(combined, name, inputs[name])
+        worst = max(float(np.abs(g - w).max() / (np.abs(w).max() + 1e-12)) for g, w in zip(got, want))
+        if worst > 1e-4:
+            raise ExportError(f"the {scheme} method {name} differs from its gated program by {worst:.2e} of the "
+                              "peak; export without slot buckets", "memory_attention", target)
+    for name, f in files.items():
+        f.unlink()
+    combined.rename(tmp / rel)
+    for b in buckets:
+        b["artifacts"][target] = rel
+        b.setdefault("methods", {})[target] = bucket_method(b["memory_slots"], b["ptr_slots"])
+    log(f"      {target:17s} {time.perf_counter() - t0:6.1f} s {artifact_size(tmp / rel) / 2**20:8.2f} MiB  "
+        f"memory_attention {scheme} with {len(buckets)} slot bucket(s) as methods (each equal to its gated program)")
 
 
 def _record_buckets(doc: dict, variant, reports: dict) -> None:

@@ -288,4 +288,21 @@ def write(module: torch.nn.Module, inputs: list, path: Path, stage: str, scheme:
     return report
 
 
-__all__ = ["SCHEMES", "QUANTIZE_TARGETS", "check_scheme", "quantized_program", "write", "census", "partitioners"]
+def write_methods(module: torch.nn.Module, inputs: dict, path: Path, stage: str, scheme: str,
+                  skip_fp32: tuple = (), tables: bool = True) -> dict:
+    """Quantise the stage for every {method: example inputs} (the memory attention and its slot
+    buckets) and lower them as methods of ONE .pte (executorch.write_methods): their int8
+    weights are identical (per-channel scales from the weights alone), so the program stores
+    them once instead of once per bucket file."""
+    from . import executorch
+
+    eps = {name: quantized_program(module, arrays, scheme, stage, skip_fp32, tables)[0]
+           for name, arrays in inputs.items()}
+    report = executorch.write_methods(eps, path, stage, "executorch", scheme,
+                                      decomposition=executorch.XNNPACK_DECOMPOSITIONS, partitioners=partitioners())
+    report["precision"] = scheme
+    return report
+
+
+__all__ = ["SCHEMES", "QUANTIZE_TARGETS", "check_scheme", "quantized_program", "write", "write_methods", "census",
+           "partitioners"]
