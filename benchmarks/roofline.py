@@ -52,7 +52,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="efficienttam_ti_512x512")
     ap.add_argument("--artifacts", type=Path, required=True, help="fp32 ExecuTorch export folder (slot buckets)")
-    ap.add_argument("--slots", type=int, default=7, help="valid memory slots (pointers: 2 per frame, capped)")
+    ap.add_argument("--slots", type=int, default=7, help="valid memory slots")
+    ap.add_argument("--pointers", type=int, help="valid object pointers (default: as many as memory slots on the "
+                                                  "first frames, 16 from 7 slots on: one per tracked frame)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", type=Path)
@@ -70,7 +72,8 @@ def main(argv=None) -> int:
     cfg, model, caps = synthetic_model(args.config)
     doc = read_manifest(args.artifacts)
     K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
-    n, npt = args.slots, min(caps.ptr_slots(cfg) - 1, 2 * args.slots + 2)
+    n = args.slots
+    npt = args.pointers if args.pointers is not None else (n if n < 7 else caps.ptr_slots(cfg) - 1)
     rng = np.random.default_rng(0)
     h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
     full = [rng.standard_normal((1, C, h, h)).astype(np.float32), rng.standard_normal((K, M, h, h)).astype(np.float32),
