@@ -19,3 +19,18 @@ def synthetic_model(config: str):
     cfg = get_config(config)
     model, _ = load_model(cfg, None, seed=0, quiet=True)
     return cfg, model, Capacities()
+
+
+def full_bank_inputs(cfg, caps, valid_mem: int | None = None, valid_ptr: int | None = None) -> list:
+    """Memory-attention inputs at full capacity (random features, seed 0): every slot valid, or the
+    first valid_mem memories / valid_ptr pointers (the rest padding, as memory_bank.gather lays out)."""
+    import numpy as np
+
+    K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
+    rng = np.random.default_rng(0)
+    h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
+    mem_valid = (np.arange(K) < (K if valid_mem is None else valid_mem)).astype(np.float32)
+    ptr_valid = (np.arange(P) < (P if valid_ptr is None else valid_ptr)).astype(np.float32)
+    return [rng.standard_normal((1, C, h, h)).astype(np.float32), rng.standard_normal((K, M, h, h)).astype(np.float32),
+            (np.arange(K, dtype=np.int32) % (cfg.num_maskmem - 1)), mem_valid,
+            rng.standard_normal((P, C)).astype(np.float32), ptr_valid]

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import tempfile
 
     import torch
-    from bench_setup import set_threads, synthetic_model
+    from bench_setup import full_bank_inputs, set_threads, synthetic_model
 
     set_threads(args.threads)
     from etam_export import executorch as et_export
@@ -50,11 +50,8 @@ def main(argv=None) -> int:
     cfg, model, caps = synthetic_model(args.config)
     K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
     buckets = [*slot_buckets(cfg, caps), (K, P)]
-    rng = np.random.default_rng(0)
     h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
-    full = [rng.standard_normal((1, C, h, h)).astype(np.float32), rng.standard_normal((K, M, h, h)).astype(np.float32),
-            (np.arange(K, dtype=np.int32) % (cfg.num_maskmem - 1)), np.ones((K,), np.float32),
-            rng.standard_normal((P, C)).astype(np.float32), np.ones((P,), np.float32)]
+    full = full_bank_inputs(cfg, caps)
     export_stage = model.stages(for_export=True)["memory_attention"].eval()
     from etam_mobile.model.memory_attention import MemoryAttentionStage
 

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import onnxruntime as ort
     import torch
-    from bench_setup import synthetic_model
+    from bench_setup import full_bank_inputs, synthetic_model
 
     from etam_export import onnx as onnx_export
     from etam_export.exporter import bucket_inputs, torch_export
@@ -64,11 +64,8 @@ def main(argv=None) -> int:
     cfg, model, caps = synthetic_model(args.config)
     K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
     buckets = [*slot_buckets(cfg, caps), (K, P)]
-    rng = np.random.default_rng(0)
     h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
-    full = [rng.standard_normal((1, C, h, h)).astype(np.float32), rng.standard_normal((K, M, h, h)).astype(np.float32),
-            (np.arange(K, dtype=np.int32) % (cfg.num_maskmem - 1)), np.ones((K,), np.float32),
-            rng.standard_normal((P, C)).astype(np.float32), np.ones((P,), np.float32)]
+    full = full_bank_inputs(cfg, caps)
     export_stage = model.stages(for_export=True)["memory_attention"].eval()
     work = Path(tempfile.mkdtemp(prefix="ma-onnx-fused-"))
     eager = EagerBackend(model, caps)

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
     from torch import nn
-    from bench_setup import set_threads, synthetic_model
+    from bench_setup import full_bank_inputs, set_threads, synthetic_model
 
     set_threads(args.threads)
     from etam_export import executorch as et_export
@@ -48,12 +48,7 @@ def main(argv=None) -> int:
     h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
     nq = h * h
     N = K * nq + P * (C // M)
-    rng = np.random.default_rng(0)
-    full = [rng.standard_normal((1, C, h, h)).astype(np.float32),
-            rng.standard_normal((caps.memory_slots(cfg), M, h, h)).astype(np.float32),
-            (np.arange(caps.memory_slots(cfg), dtype=np.int32) % (cfg.num_maskmem - 1)),
-            np.ones((caps.memory_slots(cfg),), np.float32),
-            rng.standard_normal((caps.ptr_slots(cfg), C)).astype(np.float32), np.ones((caps.ptr_slots(cfg),), np.float32)]
+    full = full_bank_inputs(cfg, caps)
     ma_inputs = bucket_inputs(full, K, P)
     stages = model.stages(for_export=True)
     eager_stages = model.stages()

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     import torch
-    from bench_setup import set_threads, synthetic_model
+    from bench_setup import full_bank_inputs, set_threads, synthetic_model
 
     set_threads(args.threads)
     from etam_export import executorch as et_export
@@ -74,11 +74,8 @@ def main(argv=None) -> int:
     K, P = caps.memory_slots(cfg), caps.ptr_slots(cfg)
     n = args.slots
     npt = args.pointers if args.pointers is not None else (n if n < 7 else caps.ptr_slots(cfg) - 1)
-    rng = np.random.default_rng(0)
     h, C, M = cfg.feat_size, cfg.d_model, cfg.mem_dim
-    full = [rng.standard_normal((1, C, h, h)).astype(np.float32), rng.standard_normal((K, M, h, h)).astype(np.float32),
-            (np.arange(K, dtype=np.int32) % (cfg.num_maskmem - 1)), (np.arange(K) < n).astype(np.float32),
-            rng.standard_normal((P, C)).astype(np.float32), (np.arange(P) < npt).astype(np.float32)]
+    full = full_bank_inputs(cfg, caps, n, npt)
     st = doc["stages"]["memory_attention"]
     # (file, method) per bucket: format 2 keeps the buckets as methods of memory_attention.pte
     files = {(b["memory_slots"], b["ptr_slots"]): (b["artifacts"]["executorch"],
