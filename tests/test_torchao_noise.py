@@ -25,12 +25,24 @@ def test_only_the_kernel_library_lines_are_dropped(caplog):
     assert [r.getMessage()[:20] for r in caplog.records] == ["Skipping import of c", "Failed to load _MLMo"]
 
 
+def test_only_the_enum_constant_deprecation_is_dropped(caplog):
+    silence_torchao_kernel_warnings()
+    log = logging.getLogger("torch.utils._pytree")
+    with caplog.at_level(logging.WARNING, logger="torch.utils._pytree"):
+        log.warning("%s is an Enum subclass and is now natively supported by torch.compile as an opaque value "
+                    "type. Calling register_constant() on Enum subclasses is deprecated and will be an error in "
+                    "a future release.", "<enum 'KernelPreference'>")
+        log.warning("some other pytree message")
+    assert [r.getMessage() for r in caplog.records] == ["some other pytree message"]
+
+
 def test_importing_the_quantisation_stack_prints_no_torchao_library_line():
     """A fresh interpreter importing what an export imports (ExecuTorch's lowering imports
     torchao): stderr has no such line."""
     spec = importlib.util.find_spec("torchao")  # (not imported here: the child imports it)
     if spec is None or not list(Path(spec.origin).parent.glob("_C*.so")):
         pytest.skip("this torchao has no optional kernel libraries to fail on")
-    err = subprocess.run([sys.executable, "-c", "import etam_export.common, executorch.exir"],
+    err = subprocess.run([sys.executable, "-c", "import etam_export.common, executorch.exir, torchao"],
                          capture_output=True, text=True, timeout=600).stderr
     assert not [ln for ln in err.splitlines() if "Failed to load" in ln and "torchao" in ln], err
+    assert "register_constant() on Enum" not in err, err
