@@ -133,7 +133,7 @@ class Variant:
         bucket (exporter.bucket_key): quantised with the stage's scheme and plan, its record and
         gates kept under that name."""
         if target in coreml_compress.COMPRESS_TARGETS:
-            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan)
+            return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan, reference)
         stage, scheme = spec.name, self.plan[spec.name]
         name = key or stage
         t0 = time.perf_counter()
@@ -174,7 +174,7 @@ class Variant:
             line += "  GATE MISSED"
         return info, line
 
-    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights, plan=None) -> tuple:
+    def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights, plan=None, reference=None) -> tuple:
         from . import coreml
 
         stage = spec.name
@@ -196,12 +196,21 @@ class Variant:
         got = emulated.emulate(torch_inputs(inputs))
         gate = gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme,
                                 "example inputs (PyTorch emulation: decompressed weights from the package, fp16 plan)")
-        gate.update(precision=scheme, fix="--compress int8 (or fp16)" if scheme != "int8" else "--compress fp16",
-                    emulation=emu)
-        self.stage_gates[(stage, "coreml")] = [gate]
+        fix = "--compress int8 (or fp16)" if scheme != "int8" else "--compress fp16"
+        gate.update(precision=scheme, fix=fix, emulation=emu)
+        checks = [gate]
+        if stage == "image_encoder":
+            frames, label = self.frames()
+            if frames:  # the issue's "and on real frames": the clip or --calibration, emulated like the above
+                fg = self._gate_frames_with(lambda a: emulated.emulate(torch_inputs(a)), spec, reference, frames, scheme,
+                                            f"{label}; PyTorch emulation")
+                fg.update(precision=scheme, fix=fix, emulation=emu)
+                checks.append(fg)
+        self.stage_gates[(stage, "coreml")] = checks
         self.records[(stage, "coreml")]["layers"] = {"compressed_weights": emu["compressed_weights"]}
-        info["verify"] = {"ok": gate["ok"], "gates": [gate]}
-        line += f" ({emu['compressed_weights']} tensors)  emulated PSNR {gate['min_psnr_db']:.1f} dB"
+        info["verify"] = {"ok": all(c["ok"] for c in checks), "gates": checks}
+        line += f" ({emu['compressed_weights']} tensors)  emulated PSNR " + ", ".join(
+            f"{c['min_psnr_db']:.1f} dB ({c['on'].split(' (')[0].split(':')[0]})" for c in checks)
         if emu["unmatched"]:
             raise ExportError(f"{len(emu['unmatched'])} compressed weights of the package could not be matched to "
                               f"the PyTorch stage for the emulated gate ({emu['unmatched'][0]}, ...)", stage, "coreml")
@@ -221,11 +230,16 @@ class Variant:
         return gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme, label)
 
     def _gate_frames(self, path, spec, reference, frames, scheme, label) -> dict:
+        return self._gate_frames_with(lambda a: self._run_pte(path, [a])[0], spec, reference, frames, scheme, label)
+
+    @staticmethod
+    def _gate_frames_with(run, spec, reference, frames, scheme, label) -> dict:
+        """Image-encoder PSNR gate on real frames; `run(arrays) -> outputs` is the variant."""
         from etam_mobile.preprocess import preprocess_frame
 
         S = spec.inputs[0].shape[-1]
         arrays = [[preprocess_frame(f, S).numpy()] for f in frames]
-        gots = self._run_pte(path, arrays)
+        gots = [[np.asarray(o) for o in run(a)] for a in arrays]
         refs = [run_eager(reference, a) for a in arrays]
         # one gate over all frames: PSNR of the stacked outputs
         ref_all = [np.concatenate([r[i] for r in refs]) for i in range(len(spec.outputs))]

@@ -72,6 +72,10 @@ def test_coreml_int8_export_runs_emulated_chained_tracking_gate():
             continue
         assert rec["precision"] == "int8" and rec["layers"]["compressed_weights"] > 0, (stage, rec)
         assert rec["gates"][0]["min_psnr_db"] >= 30.0, (stage, rec["gates"][0])
+        # the image encoder is gated on real frames too (the built-in clip), emulated like the rest
+        on = [g["on"].split(":")[0].split(" (")[0] for g in rec["gates"]]
+        assert on == (["example inputs", "real frames"] if stage == "image_encoder" else ["example inputs"]), on
+        assert all(g["min_psnr_db"] >= 30.0 and "emulation" in g for g in rec["gates"]), (stage, rec["gates"])
 
 
 @pytest.mark.slow
