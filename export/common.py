@@ -26,6 +26,10 @@ from etam_mobile.runtime.torchao_noise import silence_torchao_kernel_warnings
 # Before any exporter imports ExecuTorch / torchao quantisation / coremltools (all import torchao,
 # some outside quiet_converters): torchao's "Failed to load ..._C_*.so" lines are noise.
 silence_torchao_kernel_warnings()
+# torch 2.13 warns on every deepcopy of an ExportedProgram (its own pytree specs use the
+# deprecated LeafSpec); the exporter copies programs for the fp16 plan and the Core ML
+# emulation, so the line was printed to users several times per export. Only that message.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 # fp16 gate on Core ML: 35 dB is apple/ml-stable-diffusion's gate per converted stage; it
 # means an RMS error under 1.8 % of the output's peak, i.e. mask logits that only move near

@@ -46,3 +46,20 @@ def test_importing_the_quantisation_stack_prints_no_torchao_library_line():
                          capture_output=True, text=True, timeout=600).stderr
     assert not [ln for ln in err.splitlines() if "Failed to load" in ln and "torchao" in ln], err
     assert "register_constant() on Enum" not in err, err
+
+
+def test_copying_an_exported_program_prints_no_leafspec_deprecation():
+    """torch 2.13 warns (FutureWarning, LeafSpec) on each deepcopy of an ExportedProgram, which
+    the Core ML export does per stage; the exporter filters exactly that message."""
+    import copy
+    import warnings
+
+    import torch
+
+    import etam_export.common  # noqa: F401  (installs the filter)
+
+    ep = torch.export.export(torch.nn.Linear(3, 3), (torch.randn(1, 3),))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.filterwarnings("default", category=FutureWarning, append=True)
+        copy.deepcopy(ep)
+    assert not [w for w in seen if "LeafSpec" in str(w.message)], [str(w.message) for w in seen]
