@@ -36,7 +36,7 @@ class EmulatedCoreMLBackend:
 FP16_EMULATION = "Core ML fp16 plan emulated in PyTorch (export/precision.py), not Core ML"
 
 
-def tracking_gate(model, caps, plans: dict, cases: list, emulation: str = FP16_EMULATION) -> dict:
+def tracking_gate(model, caps, plans: dict, cases: list, emulation: str = FP16_EMULATION, progress=None) -> dict:
     """gates.tracking_gate of the emulated Core ML stages (anything with .emulate(inputs)
     and .mode) vs fp32 eager at the same capacities."""
     from etam_mobile.runtime.backends import EagerBackend
@@ -45,7 +45,7 @@ def tracking_gate(model, caps, plans: dict, cases: list, emulation: str = FP16_E
 
     with torch.inference_mode():
         report = gates.tracking_gate(EmulatedCoreMLBackend(model, caps, plans), EagerBackend(model, capacities=caps),
-                                     cases)
+                                     cases, progress)
     report["emulation"] = emulation
     report["plans"] = {s: (plans[s].mode if plans.get(s) else "fp32") for s in STAGES}
     return report

@@ -108,27 +108,32 @@ def replay(case_dir: Path, backend) -> dict:
     return out
 
 
-def tracking_gate(variant_backend, reference_backend, cases: list) -> dict:
+def tracking_gate(variant_backend, reference_backend, cases: list, progress=None) -> dict:
     """Chained tracking of the variant vs fp32 eager on each case: mean IoU per case and the
-    worst frame/object; ok when every case clears both gates."""
+    worst frame/object; ok when every case clears both gates. `progress(name, case_report)` is
+    called as each case ends (a full-size case takes minutes)."""
     report = {"gate": f"mask IoU vs fp32 eager: mean >= {MIN_CASE_MEAN_IOU} per case, >= {MIN_FRAME_IOU} "
                       "every frame and object", "cases": {}}
     for case_dir in cases:
-        got, ref = replay(case_dir, variant_backend), replay(case_dir, reference_backend)
-        if set(got) != set(ref):
-            report["cases"][case_dir.name] = {"ok": False, "problem": "the variant yielded other frames/objects"}
-            continue
-        ious = {k: mask_iou(np.asarray(got[k]) > 0, np.asarray(ref[k]) > 0) for k in ref}
-        worst = min(ious, key=ious.get)
-        mean = float(np.mean(list(ious.values())))
-        report["cases"][case_dir.name] = {
-            "masks": len(ious), "mean_iou": round(mean, 4), "min_iou": round(ious[worst], 4),
-            "worst": {"step": worst[0], "frame": worst[1], "object": worst[2]},
-            "ok": mean >= MIN_CASE_MEAN_IOU and ious[worst] >= MIN_FRAME_IOU}
+        report["cases"][case_dir.name] = case = _case_report(case_dir, variant_backend, reference_backend)
+        if progress is not None:
+            progress(case_dir.name, case)
     report["ok"] = all(c["ok"] for c in report["cases"].values()) if report["cases"] else True
     if not cases:
         report["skipped"] = f"no gate cases found under {CASES_DIR}"
     return report
+
+
+def _case_report(case_dir, variant_backend, reference_backend) -> dict:
+    got, ref = replay(case_dir, variant_backend), replay(case_dir, reference_backend)
+    if set(got) != set(ref):
+        return {"ok": False, "problem": "the variant yielded other frames/objects"}
+    ious = {k: mask_iou(np.asarray(got[k]) > 0, np.asarray(ref[k]) > 0) for k in ref}
+    worst = min(ious, key=ious.get)
+    mean = float(np.mean(list(ious.values())))
+    return {"masks": len(ious), "mean_iou": round(mean, 4), "min_iou": round(ious[worst], 4),
+            "worst": {"step": worst[0], "frame": worst[1], "object": worst[2]},
+            "ok": mean >= MIN_CASE_MEAN_IOU and ious[worst] >= MIN_FRAME_IOU}
 
 
 def failures(stage_reports: dict, tracking: dict | None) -> list:

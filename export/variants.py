@@ -260,15 +260,13 @@ class Variant:
         tracking = coreml_tracking.tracking_gate(
             model, caps, self.coreml_emulated, cases,
             emulation=f"Core ML {self.compress} emulated in PyTorch: decompressed weights read back from each saved "
-                      ".mlpackage, fp16/fp32 ops of its converted program (export/precision.py); not Core ML")
+                      ".mlpackage, fp16/fp32 ops of its converted program (export/precision.py); not Core ML",
+            progress=_case_logger(log, t0, " emulated"))
         nxt = COREML_NEXT[self.compress]
         if self.compress_plan.get("mask_decoder", self.compress) != "fp16":
             nxt = f"{KEEP_DECODER}, else {nxt}"
         tracking["fix"] = f"the plan to try next: {nxt}"
         tracking["seconds"] = round(time.perf_counter() - t0, 1)
-        for name, c in tracking["cases"].items():
-            log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "
-                f"({'ok' if c['ok'] else 'MISSED'}, emulated)")
         return tracking
 
     def finish(self, doc: dict, folder: Path, model, caps, reports: dict, target_precision, precision: str,
@@ -285,7 +283,7 @@ class Variant:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 tracking = gates.tracking_gate(ExecuTorchBackend(folder, doc, "executorch"),
-                                               EagerBackend(model, capacities=caps), cases)
+                                               EagerBackend(model, capacities=caps), cases, _case_logger(log, t0))
             # the stages by measured sensitivity (README "Which layers stay fp32"): decoder, then image encoder
             nxt = next((st for st in ("mask_decoder", "image_encoder", "memory_attention")
                         if self.plan.get(st, plans.FP32) != plans.FP32), "memory_encoder")
@@ -293,9 +291,6 @@ class Variant:
                                f"--stage-precision {nxt}=fp32 (benchmarks/quantization_sensitivity.py measures "
                                "each stage)")
             tracking["seconds"] = round(time.perf_counter() - t0, 1)
-            for name, c in tracking["cases"].items():
-                log(f"        {name}: mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f} "
-                    f"({'ok' if c['ok'] else 'MISSED'})")
         if self.compress != "fp16" and verify:
             tracking = self._coreml_tracking(model, caps, log)
         missed = gates.failures(self.stage_gates, tracking)
@@ -346,3 +341,13 @@ class Variant:
         rec["status"] = (("failing" if any(not g["ok"] for g in rec["gates"]) else "passed") if rec["gates"]
                          else status or self._status)
         return rec
+
+
+def _case_logger(log, t0: float, what: str = ""):
+    """Progress of the chained gate: one line per case as it ends (full-size cases take minutes)."""
+    def line(name: str, c: dict) -> None:
+        figures = (f"mean IoU {c.get('mean_iou', 0):.4f}, min {c.get('min_iou', 0):.4f}" if "problem" not in c
+                   else c["problem"])
+        log(f"        {name}: {figures} ({'ok' if c['ok'] else 'MISSED'}{',' + what if what else ''}) "
+            f"{time.perf_counter() - t0:.0f} s")
+    return line

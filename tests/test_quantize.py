@@ -164,8 +164,11 @@ def test_tracking_gate_fails_a_broken_variant():
 
     res = gates.tracking_gate(Drifting(model, capacities=Capacities()), ref, gates.case_dirs((CASE,)))
     assert not res["ok"] and res["cases"][CASE]["min_iou"] < gates.MIN_FRAME_IOU
-    same = gates.tracking_gate(EagerBackend(model, capacities=Capacities()), ref, gates.case_dirs((CASE,)))
+    seen = []  # progress: one call per case as it ends (full-size cases take minutes each)
+    same = gates.tracking_gate(EagerBackend(model, capacities=Capacities()), ref, gates.case_dirs((CASE,)),
+                               progress=lambda name, case: seen.append((name, case["ok"])))
     assert same["ok"] and same["cases"][CASE]["mean_iou"] == 1.0
+    assert seen == [(CASE, True)]
     lines = gates.failures({}, dict(res, fix="keep memory_attention fp32"))
     assert lines and CASE in lines[0] and "mean mask IoU" in lines[0] and ">= 0.97" in lines[0]
 
