@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from etam_export import executorch as etx
-from etam_export.exporter import torch_export
+from etam_export.artifact import torch_export
 
 
 class _WithConstant(torch.nn.Module):
