@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     from etam_export import executorch as et_export
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
     from etam_mobile.configs import get_config
 
     cfg = get_config(args.config)

@@ -42,7 +42,8 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     from etam_export import executorch as et_export
-    from etam_export.exporter import bucket_inputs, torch_export
+    from etam_export.artifact import torch_export
+    from etam_export.buckets import bucket_inputs
     from etam_mobile.bench.flops import count_flops
     from etam_mobile.contracts import choose_slot_bucket, slot_buckets
     from etam_mobile.runtime.backends import EagerBackend

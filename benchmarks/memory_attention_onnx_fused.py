@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from bench_setup import full_bank_inputs, synthetic_model
 
     from etam_export import onnx as onnx_export
-    from etam_export.exporter import bucket_inputs, torch_export
+    from etam_export.artifact import torch_export
     from etam_mobile.contracts import choose_slot_bucket, memory_attention_spec, slot_buckets
     from etam_mobile.runtime.backends import EagerBackend
 

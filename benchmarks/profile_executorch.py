@@ -41,7 +41,8 @@ def main(argv=None) -> int:
 
     set_threads(args.threads)
     from etam_export import executorch as et_export
-    from etam_export.exporter import bucket_inputs, torch_export
+    from etam_export.artifact import torch_export
+    from etam_export.buckets import bucket_inputs
 
     cfg, model, caps = synthetic_model(args.config)
     K, P = (int(x) for x in args.slots.split(","))

@@ -27,7 +27,7 @@ SCHEMES = ("fp32", "int8", "int8-4w")
 def export_programs(model, stages, schemes, out: Path, examples: dict, log) -> dict:
     from etam_export import executorch as etx
     from etam_export import plan, quantize
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
 
     mods = model.stages(for_export=True)
     reports = {}

@@ -7,6 +7,7 @@ to the delegate is reported per stage because every node left outside costs a ha
 """
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from pathlib import Path
@@ -240,7 +241,11 @@ def write_methods(programs: dict, path: Path, stage: str, target: str, precision
         with quiet_converters():
             table = decomposition if decomposition is not None else (
                 decompositions(stage, fused_attention, query_chunk) if target == "executorch" else None)
-            eps = {name: (ep.run_decompositions(table) if table is not None else ep) for name, ep in programs.items()}
+            # A copy when nothing is decomposed: lowering consumes the program in place (the Core ML
+            # delegate pops the lifted constants it takes), and the caller lowers the same program
+            # for its other targets afterwards (run_decompositions already returns a new one).
+            eps = {name: (ep.run_decompositions(table) if table is not None else copy.deepcopy(ep))
+                   for name, ep in programs.items()}
             parts = partitioners if partitioners is not None else [_partitioner(target, precision)]
             edge = to_edge_transform_and_lower(eps if len(eps) > 1 else next(iter(eps.values())), partitioner=parts)
             per = {name: _delegation(edge.exported_program(name).graph_module) for name in eps} if len(eps) > 1 \

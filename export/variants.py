@@ -130,7 +130,7 @@ class Variant:
     def export_stage(self, module, reference, ep, path: Path, spec, inputs, ref, target, verify, cfg, weights,
                      coreml_plan=None, key: str | None = None) -> tuple:
         """One compressed artifact of `spec.name`, gated. `key` names a memory-attention slot
-        bucket (exporter.bucket_key): quantised with the stage's scheme and plan, its record and
+        bucket (buckets.bucket_key): quantised with the stage's scheme and plan, its record and
         gates kept under that name."""
         if target in coreml_compress.COMPRESS_TARGETS:
             return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan, reference)

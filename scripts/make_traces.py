@@ -110,7 +110,7 @@ def _round(x, nd=6):
 def _buckets(cfg, targets) -> list:
     """The exporter's slot buckets with placeholder artifact names (no export is run): methods of
     memory_attention's program for the exporter's METHOD_TARGETS, one file each for the others."""
-    from etam_export.exporter import METHOD_TARGETS, bucket_method
+    from etam_export.buckets import METHOD_TARGETS, bucket_method
 
     out = []
     for k, p in slot_buckets(cfg, CAPS):

@@ -117,8 +117,8 @@ def exported_stage(model, stage: str, seed: int = 0):
     """(spec, example inputs, torch.export program, eager outputs) of one stage of `model` at the
     default capacities, the example inputs made as the exporter makes them (seed `seed`): what a
     test that converts or emulates a single stage starts from."""
+    from etam_export.artifact import torch_export
     from etam_export.common import example_inputs, run_eager
-    from etam_export.exporter import torch_export
     from etam_mobile.contracts import Capacities, stage_specs
 
     caps = Capacities()
@@ -166,8 +166,8 @@ def export_with_stage(dst, model, stage) -> Path:
     pays for one stage's lowering, not a whole export. The other stages' weights must be the
     shared export's; the manifest's checksum of the new artifact is updated."""
     from etam_export import executorch as etx
+    from etam_export.artifact import torch_export
     from etam_export.common import example_inputs
-    from etam_export.exporter import torch_export
     from etam_mobile.contracts import Capacities
     from etam_mobile.manifest import read_manifest, write_manifest
     from etam_mobile.runtime.exported import artifact_sha256

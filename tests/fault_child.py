@@ -13,9 +13,9 @@ import sys
 def stub_converters(src: str, patch=setattr) -> None:
     """torch.export and the ONNX converter replaced by copies of SRC's artifacts of the same file
     name (slot-bucket graphs too); in process, pass monkeypatch.setattr as `patch`."""
-    from etam_export import exporter, onnx
+    from etam_export import artifact, onnx
 
-    patch(exporter, "torch_export", lambda module, inputs, stage: None)
+    patch(artifact, "torch_export", lambda module, inputs, stage: None)
     patch(onnx, "prepare", lambda module, ep, inputs, name: None)
 
     def write(ep, path, spec):

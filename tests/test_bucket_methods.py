@@ -43,7 +43,8 @@ def test_one_multi_method_program_is_about_one_copy_of_the_weights(tmp_path):
     """The five-method program weighs about what one bucket lowered alone weighs (the weights are
     shared), not five times it."""
     from etam_export import executorch as etx
-    from etam_export.exporter import bucket_inputs, torch_export
+    from etam_export.artifact import torch_export
+    from etam_export.buckets import bucket_inputs
     from etam_export.common import example_inputs
 
     model, _ = tiny()
@@ -84,8 +85,9 @@ def test_format_one_folder_with_a_bucket_file_still_loads(tmp_path):
     """An export written before buckets became methods: format 1, a file per bucket, run through
     its "forward" (one bucket re-lowered as its own file stands in for the old exporter)."""
     from etam_export import executorch as etx
+    from etam_export.artifact import torch_export
+    from etam_export.buckets import bucket_inputs
     from etam_export.common import example_inputs
-    from etam_export.exporter import bucket_inputs, torch_export
 
     folder = tmp_path / "v1"
     shutil.copytree(exported_tiny(), folder)

@@ -336,7 +336,7 @@ def test_pooled_memory_attention_exports_and_switches_branch_in_graph(config, tm
 
     from etam_export import executorch as etx
     from etam_export import onnx as etonnx
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
     from etam_mobile.checkpoint import load_model
     from etam_mobile.configs import TEST_CONFIGS
 

@@ -207,8 +207,9 @@ def test_guard_that_cannot_run_is_a_one_line_error(tmp_path, monkeypatch):
 
 def test_calibration_tracking_runs_once_for_every_stage_and_bucket(monkeypatch):
     """The guard's fp32 calibration tracking is run once per export: every stage reads it and
-    each memory-attention slot bucket measures it cut to its slots (exporter._export_bucket)."""
-    from etam_export.exporter import _Calibration, bucket_cut
+    each memory-attention slot bucket measures it cut to its slots (buckets.export_bucket)."""
+    from etam_export.buckets import bucket_cut
+    from etam_export.coreml_gates import Calibration
     from etam_mobile.contracts import STAGES, slot_buckets
 
     calls, real = [], fp16_guard.calibration_inputs
@@ -225,7 +226,7 @@ def test_calibration_tracking_runs_once_for_every_stage_and_bucket(monkeypatch):
         def frames(self):
             return frames[:3], label
 
-    cal = _Calibration(model, Capacities(), Variant(), lambda msg: None)
+    cal = Calibration(model, Capacities(), Variant(), lambda msg: None)
     assert all(cal.inputs(stage) for stage in STAGES)
     cut = [[bucket_cut(a, k, p) for a in cal.inputs("memory_attention")] for k, p in slot_buckets(model.cfg, Capacities())]
     assert len(calls) == 1 and any(c is not None for per in cut for c in per)

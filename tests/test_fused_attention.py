@@ -11,8 +11,9 @@ from etam_mobile.configs import TEST_CONFIGS
 from etam_mobile.contracts import MASK_BIAS, Capacities
 
 from etam_export import executorch as et_export
+from etam_export.artifact import torch_export
+from etam_export.buckets import bucket_inputs
 from etam_export.common import example_inputs, run_eager
-from etam_export.exporter import bucket_inputs, torch_export
 
 et_export.load_custom_ops()
 

@@ -11,8 +11,9 @@ from etam_mobile.contracts import Capacities
 from etam_mobile.model.memory_attention import MemoryAttentionStage, apply_rope, apply_rope_graph, rope_tables
 
 from etam_export import executorch as et_export
+from etam_export.artifact import torch_export
+from etam_export.buckets import bucket_inputs
 from etam_export.common import example_inputs, run_eager
-from etam_export.exporter import bucket_inputs, torch_export
 
 
 def test_graph_rope_equals_rope():

@@ -14,8 +14,9 @@ from etam_mobile.configs import TEST_CONFIGS
 from etam_mobile.contracts import MASK_BIAS, Capacities, StageSpec, TensorSpec, memory_attention_spec
 
 from etam_export import onnx as onnx_export
+from etam_export.artifact import torch_export
+from etam_export.buckets import bucket_inputs
 from etam_export.common import example_inputs, run_eager
-from etam_export.exporter import bucket_inputs, torch_export
 
 
 CASES = [  # (queries, keys, key width, value width, bias)

@@ -344,7 +344,7 @@ def test_ti_512_quantised_export_gates_and_size(scheme, ti512_model, tmp_path):
     """efficienttam_ti_512x512 with the default plan, gated; quantised artifacts vs the fp32 programs
     (the default plans keep most of the mask decoder fp32, so the size targets apply to the big stages)."""
     from etam_export import executorch as etx
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
 
     doc = export_model(ti512_model, tmp_path / scheme, targets=("executorch",), weights_info={"synthetic_seed": 5},
                        quiet=True, quantize=scheme, allow_failing_gates=True)

@@ -19,8 +19,8 @@ from etam_mobile.manifest import read_manifest
 from etam_mobile.runtime.exported import ArtifactError, open_backend
 
 from etam_export import gates, quantize
+from etam_export.buckets import bucket_inputs
 from etam_export.common import example_inputs
-from etam_export.exporter import bucket_inputs
 
 from conftest import exported_tiny
 from test_quantize import CASE, int8_tiny, tiny

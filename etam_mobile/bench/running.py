@@ -78,8 +78,8 @@ def _use_previous_memory_attention(backend, job: dict) -> None:
     import tempfile
 
     from etam_export import executorch as et_export
+    from etam_export.artifact import torch_export
     from etam_export.common import example_inputs
-    from etam_export.exporter import torch_export
 
     from ..checkpoint import load_model
     from ..configs import get_config

@@ -91,7 +91,7 @@ def exported_scaling(model, folder: Path, max_slots: int, reps: int = 3, seed: i
     import torch
 
     from etam_export import executorch as et_export
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
 
     from ..contracts import choose_slot_bucket
     from ..runtime.backends import EagerBackend
@@ -174,7 +174,7 @@ def _executorch_call_ms(stage, inputs, reps, workdir, min_seconds) -> tuple:
     import torch
 
     from etam_export import executorch as et_export
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
     from executorch.runtime import Runtime
 
     path = Path(tempfile.mkstemp(suffix=".pte", dir=workdir)[1])
