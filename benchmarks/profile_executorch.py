@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     layer = attn.layers[0]
     p = layer.cross_attn_image
     s = 1.0 / math.sqrt(C)
+    rng = np.random.default_rng(1)  # sub-graph inputs (the full bank's come from full_bank_inputs)
 
     def r(*shape):
         return rng.standard_normal(shape).astype(np.float32)
