@@ -81,7 +81,7 @@ def cmd_track(args) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise FrameError("--max-frames must be at least 1; give the number of frames to track")
-    prompts = load_prompts(args.prompts)  # a bad prompt file fails before the model is loaded
+    load_prompts(args.prompts)  # a bad prompt file fails before the model is loaded
     if is_live_source(args.frames):
         check_live_options(args.max_frames, args.overlay, args.trace)
         check_live_out(args.out)

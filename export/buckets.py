@@ -4,7 +4,7 @@ of `contracts.slot_buckets` (the runtimes run the smallest bucket that fits the 
 Why its own module: a bucket is one more graph per target with its own inputs, guard, gates and
 manifest record, and on the METHOD_TARGETS it is a method of memory_attention's program rather
 than a file. The driver (exporter.py) calls `export_bucket` per bucket, `export_methods` per
-method target, `quantized_buckets_as_methods` for quantised ones and `record_buckets` last.
+method target (`quantized_methods` when the variant quantises it) and `record_buckets` last.
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from etam_mobile.contracts import memory_attention_spec
 from etam_mobile.manifest import TARGET_SUFFIX
 
 from . import artifact, executorch
-from . import plan as plans
 from .artifact import export_one, target_precision
-from .common import ExportError, artifact_size, parity_summary, run_eager, torch_inputs, wrap_error
+from .common import ExportError, artifact_size, parity_summary, run_eager, wrap_error
 from .coreml_gates import guard
 
 # Targets whose memory-attention slot buckets are METHODS of the one memory_attention program
@@ -149,52 +148,18 @@ def export_methods(target, methods: dict, path: Path, spec, cfg, precision: str,
     return info, per
 
 
-def quantized_buckets_as_methods(target, buckets, artifacts, stages, examples, variant, tmp, log) -> None:
-    """Rewrite a quantised memory attention and its (gated) bucket files as methods of one
-    program, as the fp32 buckets are: one copy of the int8 weights instead of one per file.
-    Each method must give its gated file's outputs (the same quantised graph, lowered again);
-    then the bucket files go and the manifest entries name the methods."""
-    from . import quantize
-    from .executorch import load
-
-    scheme = variant.plan["memory_attention"]
-    rel = artifacts["memory_attention"][target]
-    inputs = {"forward": examples["memory_attention"]}
-    for b in buckets:
-        inputs[bucket_method(b["memory_slots"], b["ptr_slots"])] = bucket_inputs(
-            examples["memory_attention"], b["memory_slots"], b["ptr_slots"])
-    files = {"forward": tmp / rel, **{bucket_method(b["memory_slots"], b["ptr_slots"]): tmp / b["artifacts"][target]
-                                      for b in buckets}}
-
-    def run(path, method, arrays):
-        program = load(path)[1]
-        out = program.load_method(method).execute(list(torch_inputs(arrays)))
-        return [o.detach().numpy().copy() for o in out]
-
-    gated = {name: run(f, "forward", inputs[name]) for name, f in files.items()}
-    t0 = time.perf_counter()
-    combined = tmp / (rel + ".methods")
-    try:
-        quantize.write_methods(stages["memory_attention"], inputs, combined, "memory_attention", scheme,
-                               plans.keep_fp32_layers("memory_attention", scheme))
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise wrap_error(exc, "memory_attention", target, f"{scheme} slot buckets as methods") from exc
-    for name, want in gated.items():
-        got = run(combined, name, inputs[name])
-        worst = max(float(np.abs(g - w).max() / (np.abs(w).max() + 1e-12)) for g, w in zip(got, want))
-        if worst > 1e-4:
-            raise ExportError(f"the {scheme} method {name} differs from its gated program by {worst:.2e} of the "
-                              "peak; export without slot buckets", "memory_attention", target)
-    for name, f in files.items():
-        f.unlink()
-    combined.rename(tmp / rel)
-    for b in buckets:
-        b["artifacts"][target] = rel
-        b.setdefault("methods", {})[target] = bucket_method(b["memory_slots"], b["ptr_slots"])
-    log(f"      {target:17s} {time.perf_counter() - t0:6.1f} s {artifact_size(tmp / rel) / 2**20:8.2f} MiB  "
-        f"memory_attention {scheme} with {len(buckets)} slot bucket(s) as methods (each equal to its gated program)")
+def quantized_methods(target, methods: dict, path: Path, spec, cfg, module, variant, verify: bool, log) -> tuple:
+    """The quantised counterpart of export_methods: the memory attention and its slot buckets
+    (`methods`: {name: (exported program, example inputs, eager outputs)}, "forward" first)
+    quantised with the variant's scheme and plan and lowered ONCE as methods of one program,
+    each method PSNR-gated and recorded under its own name (Variant.export_methods).
+    Returns (report of the program, {method: its report}) like export_methods."""
+    named = {name: (spec.name if name == "forward" else f"{spec.name}.{name}",
+                    spec if name == "forward" else memory_attention_spec(cfg, inputs[1].shape[0], inputs[4].shape[0]),
+                    inputs, ref)
+             for name, (_, inputs, ref) in methods.items()}
+    per = variant.export_methods(module, named, path, target, verify, log)
+    return per["forward"], per
 
 
 def record_buckets(doc: dict, variant, reports: dict) -> None:

@@ -24,7 +24,7 @@ from etam_mobile.testhooks import fault_point
 from . import artifact, coreml_gates, variants
 from . import plan as plans
 from .artifact import export_one, target_precision
-from .buckets import METHOD_TARGETS, export_bucket, export_methods, quantized_buckets_as_methods, record_buckets
+from .buckets import METHOD_TARGETS, export_bucket, export_methods, quantized_methods, record_buckets
 from .common import DIRECTORY_CHECKSUM_RULE, ExportError, artifact_sha256, example_inputs, run_eager
 
 PRECISIONS = ("fp32", "fp16")
@@ -157,8 +157,8 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                 if target == "coreml" and precision == "fp16" and coreml_modes[stage] != "fp32":
                     plan = coreml_plans[stage] = coreml_gates.guard(stage, ep, coreml_modes[stage], inputs,
                                                                     calibration_inputs, log)
-                if stage == "memory_attention" and bucket_list and target in METHOD_TARGETS and \
-                        not variant.compresses(stage, target):  # quantised buckets stay files (quantize.write)
+                if stage == "memory_attention" and bucket_list and target in METHOD_TARGETS:
+                    # written with its buckets as methods of one program below (quantised or not);
                     # its own exported program: lowering for the other targets may change `ep` in place
                     deferred[target] = (artifact.torch_export(stages[stage], inputs, stage), inputs, ref)
                     artifacts[stage][target] = rel
@@ -204,14 +204,17 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
             reports[f"memory_attention.k{k}p{p}"] = bucket.pop("reports")
         for target, methods in programs.items():
             rel = artifacts["memory_attention"][target]
-            reports["memory_attention"][target], method_reports = export_methods(
-                target, methods, tmp / rel, specs["memory_attention"], cfg, target_precision(target, precision), verify, log)
+            if variant.compresses("memory_attention", target):
+                reports["memory_attention"][target], method_reports = quantized_methods(
+                    target, methods, tmp / rel, specs["memory_attention"], cfg, stages["memory_attention"], variant,
+                    verify, log)
+            else:
+                reports["memory_attention"][target], method_reports = export_methods(
+                    target, methods, tmp / rel, specs["memory_attention"], cfg, target_precision(target, precision),
+                    verify, log)
             for b in buckets:
                 reports[f"memory_attention.k{b['memory_slots']}p{b['ptr_slots']}"][target] = \
                     method_reports[b["methods"][target]]
-        for target in targets:
-            if buckets and variant.compresses("memory_attention", target):
-                quantized_buckets_as_methods(target, buckets, artifacts, stages, examples, variant, tmp, log)
         rels = [rel for per in artifacts.values() for rel in per.values()]
         rels += [rel for b in buckets for rel in b["artifacts"].values()]
         checksums = {rel: artifact_sha256(tmp / rel) for rel in dict.fromkeys(rels)}

@@ -24,6 +24,7 @@ the float remainder is partitioned afterwards.
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import torch
@@ -289,19 +290,31 @@ def write(module: torch.nn.Module, inputs: list, path: Path, stage: str, scheme:
 
 
 def write_methods(module: torch.nn.Module, inputs: dict, path: Path, stage: str, scheme: str,
-                  skip_fp32: tuple = (), tables: bool = True) -> dict:
+                  skip_fp32: tuple = (), tables: bool = True, log=None) -> dict:
     """Quantise the stage for every {method: example inputs} (the memory attention and its slot
     buckets) and lower them as methods of ONE .pte (executorch.write_methods): their int8
     weights are identical (per-channel scales from the weights alone), so the program stores
-    them once instead of once per bucket file."""
+    them once instead of once per bucket file. Returns {method: report} (census + delegation).
+    `log`: progress lines (a full-size program takes many minutes)."""
     from . import executorch
 
-    eps = {name: quantized_program(module, arrays, scheme, stage, skip_fp32, tables)[0]
-           for name, arrays in inputs.items()}
-    report = executorch.write_methods(eps, path, stage, "executorch", scheme,
-                                      decomposition=executorch.XNNPACK_DECOMPOSITIONS, partitioners=partitioners())
-    report["precision"] = scheme
-    return report
+    eps, reports = {}, {}
+    for i, (name, arrays) in enumerate(inputs.items(), 1):
+        t0 = time.perf_counter()
+        eps[name], reports[name] = quantized_program(module, arrays, scheme, stage, skip_fp32, tables)
+        if log is not None:
+            log(f"        {scheme} graph {i}/{len(inputs)} ({name}) {time.perf_counter() - t0:.0f} s")
+    if log is not None:
+        log(f"        lowering {len(eps)} method(s) to XNNPACK ...")
+    info = executorch.write_methods(eps, path, stage, "executorch", scheme,
+                                    decomposition=executorch.XNNPACK_DECOMPOSITIONS, partitioners=partitioners())
+    per = info.get("methods") or {"forward": {k: info[k] for k in ("delegated_fraction", "delegated_nodes",
+                                                                    "total_nodes")}}
+    for name, rep in reports.items():
+        rep.update(info if name == "forward" else per[name])
+        rep.pop("methods", None)
+        rep["precision"] = scheme
+    return reports
 
 
 __all__ = ["SCHEMES", "QUANTIZE_TARGETS", "check_scheme", "quantized_program", "write", "write_methods", "census",

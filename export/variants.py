@@ -135,30 +135,69 @@ class Variant:
         if target in coreml_compress.COMPRESS_TARGETS:
             return self._export_coreml(ep, path, spec, inputs, ref, verify, cfg, weights, coreml_plan, reference)
         stage, scheme = spec.name, self.plan[spec.name]
-        name = key or stage
         t0 = time.perf_counter()
         keep = plans.keep_fp32_layers(stage, scheme)
         info = quantize.write(module, inputs, path, stage, scheme, skip_fp32=keep)
-        info["kept_fp32_layers"] = list(keep)
         info["export_s"] = round(time.perf_counter() - t0, 2)
         info["bytes"] = artifact_size(path)
-        layers = ", ".join(f"{k} {'/'.join(f'{n} {p}' for p, n in v.items())}" for k, v in info["layers"].items())
-        line = (f"      {target:17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  {scheme}: {layers}; "
-                f"delegated {100 * info['delegated_fraction']:.0f}% of nodes")
+        line = (f"      {target:17s} {info['export_s']:6.1f} s {info['bytes'] / 2**20:8.2f} MiB  "
+                + self._record(key or stage, target, stage, info, keep, bucket=bool(key)))
+        if verify:
+            line += self._gate(key or stage, target, path, "forward", spec, inputs, ref, reference, info)
+        return info, line
+
+    def export_methods(self, module, methods: dict, path: Path, target: str, verify: bool, log) -> dict:
+        """The quantised memory attention and its slot buckets as methods of ONE program,
+        quantised and lowered once (not once per bucket file and again as methods); each method
+        gated and recorded as export_stage does a file. `methods`: {method: (record key, spec,
+        example inputs, eager outputs)}, "forward" (the full graph, key = the stage) first.
+        Returns {method: report}."""
+        stage = next(iter(methods.values()))[1].name
+        scheme = self.plan[stage]
+        keep = plans.keep_fp32_layers(stage, scheme)
+        log(f"      {target:17s} quantising {stage} and {len(methods) - 1} slot bucket(s) ({scheme}) and lowering "
+            "them as methods of one program ...")
+        t0 = time.perf_counter()
+        reports = quantize.write_methods(module, {n: m[2] for n, m in methods.items()}, path, stage, scheme,
+                                         skip_fp32=keep, log=log)
+        size = artifact_size(path)
+        log(f"      {target:17s} {time.perf_counter() - t0:6.1f} s {size / 2**20:8.2f} MiB  {stage} with "
+            f"{len(methods) - 1} slot bucket(s) as methods ({', '.join(methods)})")
+        for name, (key, spec, inputs, ref) in methods.items():
+            info = reports[name]
+            info.update(method=name, artifact=Path(path).name, bytes=size,
+                        export_s=round(time.perf_counter() - t0, 2) if name == "forward" else None)
+            line = f"      {target:17s} method {name:8s} " + self._record(key, target, stage, info, keep,
+                                                                          bucket=name != "forward")
+            if verify:
+                line += self._gate(key, target, path, name, spec, inputs, ref, None, info)
+            log(line)
+        return reports
+
+    def _record(self, name: str, target: str, stage: str, info: dict, keep: tuple, bucket: bool) -> str:
+        """The per-artifact precision record of a quantised graph (`name`: the stage or a
+        bucket key); returns its log text."""
+        scheme = self.plan[stage]
+        info["kept_fp32_layers"] = list(keep)
         self.records[(name, target)] = {
             "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
             "fp32_layers": info.get("fp32_layers", []),
             "kept_fp32_layers": list(keep),
             "calibration": "none needed (dynamic activation quantisation)"}
-        if key:
+        if bucket:
             self.records[(name, target)]["quantised_as"] = (
                 f"the full {stage}: same scheme and kept-fp32 layers; per-channel weight scales come from the "
                 "weights alone and activations are quantised per call, so every bucket holds the full graph's "
                 "int8/int4 weights and no calibration is shared or needed")
-        if not verify:
-            return info, line
+        layers = ", ".join(f"{k} {'/'.join(f'{n} {p}' for p, n in v.items())}" for k, v in info["layers"].items())
+        return f"{scheme}: {layers}; delegated {100 * info['delegated_fraction']:.0f}% of nodes"
+
+    def _gate(self, name, target, path, method, spec, inputs, ref, reference, info) -> str:
+        """PSNR gates of one quantised graph (method `method` of the .pte at `path`) on the
+        example inputs, and on real frames for the image encoder; returns the log text."""
+        stage, scheme = spec.name, self.plan[spec.name]
         t1 = time.perf_counter()
-        checks = [self._gate_on(path, spec, inputs, ref, scheme, "example inputs")]
+        checks = [self._gate_on(path, spec, inputs, ref, scheme, "example inputs", method)]
         if stage == "image_encoder":
             frames, label = self.frames()
             if frames:
@@ -169,10 +208,8 @@ class Variant:
         self.stage_gates[(name, target)] = checks
         info["verify"] = {"ok": all(c["ok"] for c in checks), "gates": checks}
         info["verify_s"] = round(time.perf_counter() - t1, 2)
-        line += "  PSNR " + ", ".join(f"{c['min_psnr_db']:.1f} dB ({c['on'].split(' (')[0]})" for c in checks)
-        if not info["verify"]["ok"]:
-            line += "  GATE MISSED"
-        return info, line
+        text = "  PSNR " + ", ".join(f"{c['min_psnr_db']:.1f} dB ({c['on'].split(' (')[0]})" for c in checks)
+        return text + ("" if info["verify"]["ok"] else "  GATE MISSED")
 
     def _export_coreml(self, ep, path, spec, inputs, ref, verify, cfg, weights, plan=None, reference=None) -> tuple:
         from . import coreml
@@ -217,16 +254,16 @@ class Variant:
         return info, line
 
     @staticmethod
-    def _run_pte(path, arrays_list):
+    def _run_pte(path, arrays_list, method_name: str = "forward"):
         from . import executorch
 
         _, program = executorch.load(path)
         with quiet_converters():
-            method = program.load_method("forward")
+            method = program.load_method(method_name)
             return [[o.detach().numpy().copy() for o in method.execute(list(torch_inputs(a)))] for a in arrays_list]
 
-    def _gate_on(self, path, spec, inputs, ref, scheme, label) -> dict:
-        (got,) = self._run_pte(path, [inputs])
+    def _gate_on(self, path, spec, inputs, ref, scheme, label, method: str = "forward") -> dict:
+        (got,) = self._run_pte(path, [inputs], method)
         return gates.stage_gate(ref, got, [t.name for t in spec.outputs], scheme, label)
 
     def _gate_frames(self, path, spec, reference, frames, scheme, label) -> dict:

@@ -1,5 +1,4 @@
 """Bad prompt files and frame folders are refused with a message that names problem and fix."""
-import json
 
 import numpy as np
 import pytest

@@ -48,6 +48,8 @@ def test_int8_folder_has_quantised_gated_buckets():
     for b in _buckets(doc):
         rel = b["artifacts"]["executorch"]
         assert rel in doc["checksums"] and (folder / rel).is_file()
+        # a method of the one memory-attention program, lowered once with it (no bucket files)
+        assert rel == "memory_attention.pte" and b["methods"]["executorch"] == f"k{b['memory_slots']}p{b['ptr_slots']}"
         rec = b["precision"]["executorch"]
         assert rec["precision"] == full["precision"] == "int8" and rec["scheme"] == full["scheme"]
         assert rec["kept_fp32_layers"] == full["kept_fp32_layers"] and "quantised_as" in rec

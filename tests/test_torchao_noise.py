@@ -56,7 +56,7 @@ def test_copying_an_exported_program_prints_no_leafspec_deprecation():
 
     import torch
 
-    import etam_export.common  # noqa: F401  (installs the filter)
+    import etam_export.common  # noqa: F401 (installs the filter)
 
     ep = torch.export.export(torch.nn.Linear(3, 3), (torch.randn(1, 3),))
     with warnings.catch_warnings(record=True) as seen:

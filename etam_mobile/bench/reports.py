@@ -84,7 +84,7 @@ def render_markdown(doc: dict, device_rows: list | None = None) -> str:
     out += ["", "GFLOP/call is the mean over the timed calls (eager trims unused memory slots, so its memory "
             "attention costs what the filled slots cost; exported graphs compute the smallest slot bucket that holds them, "
             "executorch-before every slot). "
-            f"Full-bank GFLOP per call: " + ", ".join(f"{s} {doc['flops_per_call_gflop'][s]:.2f}" for s in STAGES) + ".", ""]
+            "Full-bank GFLOP per call: " + ", ".join(f"{s} {doc['flops_per_call_gflop'][s]:.2f}" for s in STAGES) + ".", ""]
     sc = doc.get("memory_attention_scaling")
     if sc:
         out += ["## Memory attention vs number of memory frames", "",

@@ -59,7 +59,6 @@ def memory_attention_scaling(cfg, backends=("eager", "executorch"), max_frames: 
             if mod is not model and callable(getattr(mod, "bake_constants", None)):
                 mod.bake_constants()
         stage = model.stages()["memory_attention"].eval()
-        export_stage = model.stages(for_export=True)["memory_attention"].eval()
         for n in range(1, max_frames + 1):
             inputs = _scaling_inputs(vcfg, n, rng)
             tensors = [torch.from_numpy(a) for a in inputs]

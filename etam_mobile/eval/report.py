@@ -6,7 +6,6 @@ import os
 import platform
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from .metrics import overall

@@ -139,7 +139,7 @@ def run_eval(dataset, out, backends, artifacts=(), config=None, checkpoint=None,
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
     _prepare_out(out, run_key, force, write=False)  # a different evaluation in --out: refuse before anything
-    tasks, docs, skipped = [], {v.label: {} for v in variants}, 0
+    docs, skipped = {v.label: {} for v in variants}, 0
     vkeys = {v.label: {**run_key, "variant": _variant_key(v)} for v in variants}
     plan = []
     for video in videos:  # interleave backends per video: the reference of a video lands early
