@@ -73,7 +73,7 @@ def stage_report(config: str, reps: int, threads: int, out: Path) -> dict:
         gate = gates.stage_gate(ref, got, names, "fp16")
         rep["psnr_db"].append({"seed": seed, "ok": gate["ok"], **{n: o["psnr_db"] for n, o in gate["outputs"].items()},
                                "mask_iou": gate["outputs"]["masks"]["mask_iou"],
-                               "obj_score": [float(ref[3].ravel()[0]), float(got[3].ravel()[0])]})
+                               "obj_score_ref_got": [float(ref[3].ravel()[0]), float(got[3].ravel()[0])]})
     rep["median_ms"] = alternate({"fp32": m32, "fp16": m16}, list(torch_inputs(cases[0])), reps)
     rep["time_ratio_fp16_over_fp32_loaded_machine"] = round(rep["median_ms"]["fp16"] / rep["median_ms"]["fp32"], 3)
     return rep
