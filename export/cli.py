@@ -81,6 +81,8 @@ def register(sub, add_model_args) -> None:
                         "palettes per 16 channels, iOS 18), w8a8 (int8 activations: refused, README says why)")
     p.add_argument("--stage-precision", default=None, metavar="STAGE=PREC,...",
                    help="per-stage override of the variant's plan, e.g. image_encoder=int8,memory_attention=fp32; "
+                        "ExecuTorch: fp32, int8, int8-4w, fp16 (fp16 weights and compute, fp32 inputs/outputs; "
+                        "for ExecuTorch when coreml is not exported); "
                         "Core ML plans: fp16 (guarded, default), fp16-islands (layer norms, softmax, norm "
                         "statistics and adds in fp32: the fallback), fp16-unguarded, fp32")
     p.add_argument("--calibration", default=None, metavar="FRAMES_DIR",

@@ -12,8 +12,11 @@ from etam_mobile.contracts import STAGES
 from .common import ExportError
 
 FP32 = "fp32"
-# ExecuTorch (XNNPACK) schemes per stage; "fp32" = not quantised.
-EXECUTORCH_PRECISIONS = ("fp32", "int8", "int8-4w")
+# ExecuTorch (XNNPACK) schemes per stage; "fp32" = not quantised; "fp16" = fp16 weights and
+# compute behind fp32 inputs/outputs (export/half.py). "fp16" also names Core ML's default compute
+# plan: with the coreml target in the export it keeps that meaning and the ExecuTorch stage stays
+# fp32 (executorch_plan), as before this ExecuTorch precision existed.
+EXECUTORCH_PRECISIONS = ("fp32", "int8", "int8-4w", "fp16")
 # Core ML compute plans per stage (export/precision.py; "fp32" applies to both targets).
 COREML_PRECISIONS = ("fp16", "fp16-islands", "fp16-unguarded", "fp32")
 # Core ML weight compression per stage (`--compress S`; a stage given a compute plan above keeps
@@ -96,12 +99,13 @@ def parse_stage_precision(text: str | None, allowed: tuple) -> dict:
     return out
 
 
-def executorch_plan(quantize: str, stage_precision: str | dict | None) -> dict:
-    """The stage -> precision plan of the ExecuTorch-XNNPACK artifacts."""
+def executorch_plan(quantize: str, stage_precision: str | dict | None, coreml: bool = False) -> dict:
+    """The stage -> precision plan of the ExecuTorch-XNNPACK artifacts. `coreml`: the export has
+    the coreml target, whose compute plan a `STAGE=fp16` names (the ExecuTorch stage is untouched)."""
     plan = dict(DEFAULT_EXECUTORCH_PLANS[quantize])
     over = stage_precision if isinstance(stage_precision, dict) else parse_stage_precision(
         stage_precision, STAGE_PRECISIONS)
-    plan.update({s: p for s, p in over.items() if p in EXECUTORCH_PRECISIONS})
+    plan.update({s: p for s, p in over.items() if p in EXECUTORCH_PRECISIONS and not (coreml and p == "fp16")})
     return plan
 
 

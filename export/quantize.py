@@ -42,6 +42,7 @@ SCHEME_DESCRIPTION = {
             "(linear, conv); torchao prepare_pt2e/convert_pt2e",
     "int8-4w": f"torchao Int8DynamicActivationIntxWeightConfig int4 weights, groups of {GROUP_SIZE}, dynamic int8 "
                "activations (linear); XNNPACKQuantizer dynamic per-channel int8 for the rest (conv, other linear)",
+    "fp16": "fp16 weights and compute, fp32 inputs/outputs (export/half.py; not quantised)",
 }
 
 
@@ -270,8 +271,14 @@ def partitioners():
 
 def write(module: torch.nn.Module, inputs: list, path: Path, stage: str, scheme: str, skip_fp32: tuple = (),
           tables: bool = True) -> dict:
-    """Quantise, decompose for XNNPACK, lower and write the .pte; returns the report."""
+    """Quantise, decompose for XNNPACK, lower and write the .pte; returns the report. The per-stage
+    precision fp16 (not a quantisation) is written by export/half.py."""
     from executorch.exir import to_edge_transform_and_lower
+
+    if scheme == "fp16":
+        from . import half
+
+        return half.write(module, inputs, path, stage)
 
     from .executorch import XNNPACK_DECOMPOSITIONS, _delegation
 
@@ -298,6 +305,10 @@ def write_methods(module: torch.nn.Module, inputs: dict, path: Path, stage: str,
     `log`: progress lines (a full-size program takes many minutes)."""
     from . import executorch
 
+    if scheme == "fp16":
+        from . import half
+
+        return half.write_methods(module, inputs, path, stage)
     eps, reports = {}, {}
     for i, (name, arrays) in enumerate(inputs.items(), 1):
         t0 = time.perf_counter()

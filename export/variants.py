@@ -79,7 +79,7 @@ class Variant:
                                   f"target only, not {', '.join(others)} (one folder holds one variant); pass "
                                   f"--targets coreml, and export {', '.join(others)} to another --out")
         # With --compress, --stage-precision speaks of the Core ML weights (plan.coreml_compress_plan).
-        plan = plans.executorch_plan(scheme, stage_precision if compress == "fp16" else None)
+        plan = plans.executorch_plan(scheme, stage_precision if compress == "fp16" else None, "coreml" in targets)
         if any(p != plans.FP32 for p in plan.values()):
             others = [t for t in targets if t not in quantize.QUANTIZE_TARGETS]
             if others:
@@ -183,8 +183,13 @@ class Variant:
             "precision": scheme, "scheme": quantize.SCHEME_DESCRIPTION[scheme], "layers": info["layers"],
             "fp32_layers": info.get("fp32_layers", []),
             "kept_fp32_layers": list(keep),
-            "calibration": "none needed (dynamic activation quantisation)"}
-        if bucket:
+            "calibration": "none needed (dynamic activation quantisation)" if scheme != "fp16" else
+                           "none needed (weights cast to fp16)"}
+        if scheme == "fp16":
+            self.records[(name, target)]["io"] = "fp32 inputs/outputs, cast to/from fp16 inside the program"
+        if bucket and scheme == "fp16":
+            self.records[(name, target)]["quantised_as"] = f"the full {stage} cast to fp16 (same weights)"
+        elif bucket:
             self.records[(name, target)]["quantised_as"] = (
                 f"the full {stage}: same scheme and kept-fp32 layers; per-channel weight scales come from the "
                 "weights alone and activations are quantised per call, so every bucket holds the full graph's "
