@@ -351,7 +351,18 @@ def test_ti_512_quantised_export_gates_and_size(scheme, ti512_model, tmp_path):
     for stage in ("image_encoder", "memory_attention"):
         assert plan[stage] == scheme
         rec = doc["stages"][stage]["precision"]["executorch"]
-        assert rec["gates"][0]["min_psnr_db"] >= gates.MIN_PSNR[scheme], (stage, rec["gates"][0])
+        gate = rec["gates"][0]
+        if scheme == "int8":
+            assert gate["min_psnr_db"] >= gates.MIN_PSNR[scheme], (stage, gate)
+        else:
+            # 4-bit groups of 32 lose ~10 % RMS per random (synthetic) weight: measured 24.9 / 25.9 dB
+            # at ti_512 (README "Issue 10 at full size"); the gate must then fail the variant, naming
+            # the stage and the int8 plan that passes
+            assert 20.0 < gate["min_psnr_db"], (stage, gate)
+            if not gate["ok"]:
+                assert doc["variant"]["status"] == "failing"
+                assert any(f"stage {stage} (executorch, int8-4w)" in f and f"{stage}=int8" in f
+                           for f in doc["variant"]["failures"]), doc["variant"]["failures"]
         inputs = example_inputs(ti512_model.cfg, Capacities(), ti512_model.stages(for_export=True))[stage]
         fp32 = tmp_path / f"{stage}.pte"
         st = ti512_model.stages(for_export=True)[stage].eval()
