@@ -239,7 +239,7 @@ class MaskDecoder(nn.Module):
         n_out = out_tokens.shape[0]
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(B, -1, -1), sparse], dim=1)
         token_bias = None
-        if sparse_bias is not None:  # in the tokens' dtype (an fp16 stage: export/executorch.py Fp16Stage)
+        if sparse_bias is not None:  # in the tokens' dtype (an fp16 stage: export/half.py Fp16Stage)
             sparse_bias = sparse_bias.to(tokens.dtype)
             token_bias = torch.cat([sparse_bias.new_zeros(B, n_out), sparse_bias], dim=1)[:, None, None, :]
         hs, src = self.transformer(image_embeddings + dense, image_pe.expand(B, -1, -1, -1), tokens, token_bias)
