@@ -42,7 +42,7 @@ def stage_report(config: str, reps: int, threads: int, out: Path) -> dict:
     from etam_export import executorch as etx
     from etam_export import gates, half
     from etam_export.common import example_inputs, run_eager, torch_inputs
-    from etam_export.exporter import torch_export
+    from etam_export.artifact import torch_export
     from etam_mobile.contracts import Capacities, stage_specs
 
     from bench_setup import set_threads
