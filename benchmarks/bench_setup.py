@@ -2,6 +2,24 @@
 threadpool (timings compare the two, so both must use the same), and the synthetic model."""
 
 
+def alternate_ms(methods: dict, args: list, reps: int) -> dict:
+    """{name: [ms per call]} calling each loaded ExecuTorch method once per round, the order
+    reversed every round (after one untimed warm-up call each), so a machine that slows down
+    mid-run charges every method alike."""
+    import time
+
+    for m in methods.values():
+        m.execute(args)
+    ms = {k: [] for k in methods}
+    order = list(methods)
+    for r in range(reps):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            methods[name].execute(args)
+            ms[name].append((time.perf_counter() - t0) * 1e3)
+    return ms
+
+
 def set_threads(n: int) -> None:
     import torch
     from executorch.extension.pybindings import portable_lib

@@ -80,17 +80,10 @@ def stage_report(config: str, reps: int, threads: int, out: Path) -> dict:
 
 
 def alternate(methods: dict, args: list, reps: int) -> dict:
-    """{name: median ms} calling each method once per round, the order reversed every round."""
-    for m in methods.values():
-        m.execute(args)
-    ms = {k: [] for k in methods}
-    order = list(methods)
-    for r in range(reps):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            methods[name].execute(args)
-            ms[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: round(float(np.median(v)), 2) for k, v in ms.items()}
+    """{name: median ms} of bench_setup.alternate_ms."""
+    from bench_setup import alternate_ms
+
+    return {k: round(float(np.median(v)), 2) for k, v in alternate_ms(methods, args, reps).items()}
 
 
 def gemm_report(reps: int, threads: int, out: Path) -> dict:

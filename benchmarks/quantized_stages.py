@@ -57,23 +57,14 @@ def export_programs(model, stages, schemes, out: Path, examples: dict, log) -> d
 
 
 def time_alternating(paths: dict, inputs: list, reps: int) -> dict:
-    """{scheme: [ms, ...]} calling each program once per round, rounds alternating the order."""
+    """{scheme: [ms, ...]} of each program's forward, timed by bench_setup.alternate_ms."""
     import torch
+    from bench_setup import alternate_ms
     from executorch.runtime import Runtime
 
     rt = Runtime.get()
     methods = {s: rt.load_program(str(p)).load_method("forward") for s, p in paths.items()}
-    args = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
-    for m in methods.values():  # warm-up, not counted
-        m.execute(args)
-    ms = {s: [] for s in methods}
-    order = list(methods)
-    for r in range(reps):
-        for s in (order if r % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            methods[s].execute(args)
-            ms[s].append((time.perf_counter() - t0) * 1e3)
-    return ms
+    return alternate_ms(methods, [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs], reps)
 
 
 def flop_split(model, inputs: list) -> dict:
