@@ -74,8 +74,10 @@ def export_bucket(k, p, cfg, caps, stages, reference, examples, targets, precisi
     own_ep = None  # the methods' own exported program (lowering for other targets may change `ep`)
     for target in targets:
         if programs and target in programs:
-            own_ep = own_ep or artifact.torch_export(stages["memory_attention"], inputs, "memory_attention")
-            programs[target][bucket_method(k, p)] = (own_ep, inputs, ref)
+            quantized = variant is not None and variant.compresses("memory_attention", target)
+            if not quantized:  # a quantised method is re-exported by its quantiser, not from this program
+                own_ep = own_ep or artifact.torch_export(stages["memory_attention"], inputs, "memory_attention")
+            programs[target][bucket_method(k, p)] = (None if quantized else own_ep, inputs, ref)
             entry["artifacts"][target] = f"memory_attention{TARGET_SUFFIX[target]}"
             entry.setdefault("methods", {})[target] = bucket_method(k, p)
             continue

@@ -160,7 +160,10 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                 if stage == "memory_attention" and bucket_list and target in METHOD_TARGETS:
                     # written with its buckets as methods of one program below (quantised or not);
                     # its own exported program: lowering for the other targets may change `ep` in place
-                    deferred[target] = (artifact.torch_export(stages[stage], inputs, stage), inputs, ref)
+                    # (none when quantised: the quantiser exports the module itself)
+                    own = None if variant.compresses(stage, target) else artifact.torch_export(stages[stage], inputs,
+                                                                                               stage)
+                    deferred[target] = (own, inputs, ref)
                     artifacts[stage][target] = rel
                     continue
                 if variant.compresses(stage, target):

@@ -131,3 +131,30 @@ def test_runtime_refuses_a_bucket_of_another_precision(tmp_path, edit, want):
     (folder / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ArtifactError, match=f"slot bucket k1p1 \\(executorch\\) {want}.*re-export"):
         open_backend("executorch", folder, config="test_tiny")
+
+
+def test_a_quantised_bucket_method_is_not_torch_exported_for_nothing(monkeypatch, tmp_path):
+    """A bucket that becomes a method of a quantised memory-attention program is exported by its
+    quantiser (quantize.write_methods re-exports the module); exporting it beforehand as well
+    cost one torch.export per bucket (and one for the full graph) that nothing used. An fp32
+    method still gets its exported program."""
+    from etam_export import artifact, buckets
+    from etam_export.variants import Variant
+
+    model, weights = tiny()
+    caps = Capacities()
+    stages = {n: s.eval() for n, s in model.stages(for_export=True).items()}
+    reference = {n: s.eval() for n, s in model.stages().items()}
+    examples = example_inputs(model.cfg, caps, stages)
+    k, p = slot_buckets(model.cfg, caps)[0]
+    exported = []
+    monkeypatch.setattr(artifact, "torch_export", lambda *a: exported.append(a[2]) or "ep")
+    for scheme, want_ep, want_calls in (("int8", None, []), ("none", "ep", ["memory_attention"])):
+        exported.clear()
+        variant = Variant.create(("executorch",), scheme, None, None, True, None)
+        programs = {"executorch": {"forward": (None, None, None)}}
+        entry = buckets.export_bucket(k, p, model.cfg, caps, stages, reference, examples, ("executorch",), "fp32",
+                                      weights, False, tmp_path, lambda line: None, variant=variant,
+                                      programs=programs)
+        assert entry["methods"]["executorch"] == f"k{k}p{p}"
+        assert programs["executorch"][f"k{k}p{p}"][0] == want_ep and exported == want_calls, (scheme, exported)
