@@ -1,5 +1,6 @@
 """Set-up the per-call benchmark scripts share: one thread count for torch and the ExecuTorch
 threadpool (timings compare the two, so both must use the same), and the synthetic model."""
+import etam_export.common  # noqa: F401,E402 (first: its warning and torchao log filters quiet what follows)
 
 
 def alternate_ms(methods: dict, args: list, reps: int) -> dict:
@@ -21,10 +22,14 @@ def alternate_ms(methods: dict, args: list, reps: int) -> dict:
 
 
 def set_threads(n: int) -> None:
+    """Also quiets what the scripts' imports print on every run: ExecuTorch's threadpool
+    cpuinfo probes, torchao's missing-kernel lines, torch's LeafSpec deprecation."""
     import torch
     from executorch.extension.pybindings import portable_lib
+    from etam_mobile.runtime.exported import without_native_lines
 
-    portable_lib._unsafe_reset_threadpool(n)
+    with without_native_lines("cpuinfo_utils"):
+        portable_lib._unsafe_reset_threadpool(n)
     torch.set_num_threads(n)
 
 

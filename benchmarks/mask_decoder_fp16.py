@@ -87,12 +87,12 @@ def alternate(methods: dict, args: list, reps: int) -> dict:
 
 
 def gemm_report(reps: int, threads: int, out: Path) -> dict:
+    from bench_setup import set_threads  # first: its imports install the noise filters
+
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    from executorch.runtime import Runtime
-
-    from bench_setup import set_threads
+    from etam_mobile.runtime.exported import load_executorch_method
 
     set_threads(threads)
 
@@ -108,12 +108,12 @@ def gemm_report(reps: int, threads: int, out: Path) -> dict:
             return self.mlp(x.half()).float() if self.half_ else self.mlp(x)
 
     x = torch.randn(4096, 256)
-    methods = {}
+    methods, keep = {}, {}  # keep: each method's program, which must outlive it
     for name, half in (("fp32", False), ("fp16", True)):
         path = out / f"mlp.{name}.pte"
         ep = torch.export.export(Mlp(half).eval(), (x,))
         path.write_bytes(to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
-        methods[name] = Runtime.get().load_program(str(path)).load_method("forward")
+        keep[name], methods[name] = load_executorch_method(path)
     med = alternate(methods, [x], reps)
     return {"mlp": "4096 x 256 -> 2048 -> 256 (ReLU)", "threads": threads, "median_ms": med,
             "time_ratio_fp16_over_fp32_loaded_machine": round(med["fp16"] / med["fp32"], 3)}

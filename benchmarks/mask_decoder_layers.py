@@ -188,11 +188,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         skip = skip_for(stage, GROUPS[name], args.mode)
         if args.lowered:
-            from executorch.runtime import Runtime
+            from etam_mobile.runtime.exported import load_executorch_method
 
             path = tmp / f"md{len(rows)}.pte"
             rep = quantize.write(stage, inputs, path, "mask_decoder", args.scheme, skip_fp32=skip)
-            method = Runtime.get().load_program(str(path)).load_method("forward")
+            program, method = load_executorch_method(path)
             fn, size = method.execute, path.stat().st_size
         else:
             ep, rep = quantize.quantized_program(stage, inputs, args.scheme, "mask_decoder", skip_fp32=skip)

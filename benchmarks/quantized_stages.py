@@ -60,11 +60,11 @@ def time_alternating(paths: dict, inputs: list, reps: int) -> dict:
     """{scheme: [ms, ...]} of each program's forward, timed by bench_setup.alternate_ms."""
     import torch
     from bench_setup import alternate_ms
-    from executorch.runtime import Runtime
+    from etam_mobile.runtime.exported import load_executorch_method
 
-    rt = Runtime.get()
-    methods = {s: rt.load_program(str(p)).load_method("forward") for s, p in paths.items()}
-    return alternate_ms(methods, [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs], reps)
+    loaded = {s: load_executorch_method(p) for s, p in paths.items()}  # (program, method): keep both
+    return alternate_ms({s: m for s, (_, m) in loaded.items()},
+                        [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs], reps)
 
 
 def flop_split(model, inputs: list) -> dict:

@@ -174,14 +174,13 @@ def _executorch_call_ms(stage, inputs, reps, workdir, min_seconds) -> tuple:
 
     from etam_export import executorch as et_export
     from etam_export.artifact import torch_export
-    from executorch.runtime import Runtime
+    from etam_mobile.runtime.exported import load_executorch_method
 
     path = Path(tempfile.mkstemp(suffix=".pte", dir=workdir)[1])
     try:
         ep = torch_export(stage, inputs, "memory_attention")
         et_export.write(ep, path, "memory_attention", "executorch", "fp32")
-        program = Runtime.get().load_program(str(path))
-        method = program.load_method("forward")
+        program, method = load_executorch_method(path)
         tensors = [torch.from_numpy(a) for a in inputs]
         ms = _time_calls(lambda: method.execute(tensors), reps, min_seconds)
         return round(float(np.median(ms)), 3), round(float(np.min(ms)), 3)

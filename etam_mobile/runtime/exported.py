@@ -221,7 +221,7 @@ def manifest_buckets(doc: dict, target: str) -> list:
 
 
 @contextlib.contextmanager
-def _without_native_lines(marker: str):
+def without_native_lines(marker: str):
     """Drop lines containing `marker` that native code writes to stderr (fd 2) in this block.
 
     ExecuTorch's threadpool setup logs `[cpuinfo_utils.cpp:...]` probes of ARM-only sysfs
@@ -246,11 +246,21 @@ def _without_native_lines(marker: str):
                 sys.stderr.flush()
 
 
+def load_executorch_method(path, method: str = "forward") -> tuple:
+    """(program, method) of a .pte loaded without ExecuTorch's cpuinfo lines, for code that times
+    one program outside a backend (benchmarks). Keep the program as long as the method."""
+    from executorch.runtime import Runtime
+
+    with without_native_lines("cpuinfo_utils"):
+        program = Runtime.get().load_program(str(path))
+        return program, program.load_method(method)
+
+
 class ExecuTorchBackend(ExportedBackend):
     name = "executorch"
 
     def _open(self, path: Path, method: str = "forward"):
-        with _without_native_lines("cpuinfo_utils"):  # ExecuTorch prints a cpuinfo line on every load
+        with without_native_lines("cpuinfo_utils"):  # ExecuTorch prints a cpuinfo line on every load
             return self._load_method(path, method)
 
     def _load_method(self, path: Path, method: str):
