@@ -1,6 +1,6 @@
 """Set-up the per-call benchmark scripts share: one thread count for torch and the ExecuTorch
 threadpool (timings compare the two, so both must use the same), and the synthetic model."""
-import etam_export.common  # noqa: F401,E402 (first: its warning and torchao log filters quiet what follows)
+import etam_export.common  # noqa: F401 (first: its warning and torchao log filters quiet what follows)
 
 
 def alternate_ms(methods: dict, args: list, reps: int) -> dict:
