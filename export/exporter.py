@@ -161,9 +161,9 @@ def export_model(model, out, targets=("executorch", "coreml", "onnx"), precision
                     # written with its buckets as methods of one program below (quantised or not);
                     # its own exported program: lowering for the other targets may change `ep` in place
                     # (none when quantised: the quantiser exports the module itself)
-                    own = None if variant.compresses(stage, target) else artifact.torch_export(stages[stage], inputs,
-                                                                                               stage)
-                    deferred[target] = (own, inputs, ref)
+                    quantized = variant.compresses(stage, target)
+                    deferred[target] = (None if quantized else artifact.torch_export(stages[stage], inputs, stage),
+                                        inputs, ref)
                     artifacts[stage][target] = rel
                     continue
                 if variant.compresses(stage, target):
